@@ -1,0 +1,279 @@
+"""`podvisor up`: the whole cluster in one foreground process.
+
+Order matters and is fixed: data dir lock → PKI → storage (SQLite) behind the watch cache → resource
+registry and bootstrap objects → API server listening → kubeconfig written and merged → registry →
+local host (hostd) → `status.json` published. Stopping runs the same list backwards; each component's
+stop is shielded so a second Ctrl-C cannot leave a half-stopped registry or a stale status file.
+
+Later components (scheduler, controllers, spherelet) join through `Component`: anything with
+``name``, ``start()``, ``stop()`` and ``describe()`` can be appended to the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from podvisor.paths import default_data_dir, status_file
+
+__all__ = ["register", "Component", "run_up"]
+
+log = logging.getLogger("podvisor.up")
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="start Podvisor all-in-one in the foreground")
+    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default: /var/lib/podvisor as root)")
+    p.add_argument("--port", type=int, default=6443, help="API server port (default 6443)")
+    p.add_argument("--listen", default="127.0.0.1", help="API server address (default 127.0.0.1)")
+    p.add_argument("--no-kubeconfig-merge", action="store_true", help="do not merge a 'podvisor' context into ~/.kube/config")
+    p.add_argument("--registry", default="embedded",
+                   help="'embedded' (default), 'none', or the host[:port] of an external registry")
+    p.add_argument("--registry-mirror", action="append", default=[], metavar="HOST=MIRROR",
+                   help="mirror a registry host, e.g. docker.io=127.0.0.1:5000 (repeatable)")
+    p.add_argument("--no-host", action="store_true", help="start the control plane only, without the local host")
+    p.add_argument("--host-name", default="pv-host-1", help="name of the local host (Node name)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    data_dir: Path = (args.data_dir or default_data_dir()).resolve()
+    try:
+        return asyncio.run(run_up(args, data_dir))
+    except UpError as exc:
+        print(f"podvisor up: {exc}", file=sys.stderr)
+        return 1
+
+
+class UpError(Exception):
+    pass
+
+
+class _APIComponent:
+    """The control plane: storage, registry of resources, the HTTPS API server."""
+
+    name = "api"
+
+    def __init__(self, data_dir: Path, *, host: str, port: int, sans: list[str]) -> None:
+        self.data_dir, self.host, self.port, self.sans = data_dir, host, port, sans
+        self.server: Any = None
+        self.storage: Any = None
+        self.registry: Any = None
+        self.url = ""
+
+    async def start(self) -> None:
+        from podvisor.apiserver.authn import Authenticator
+        from podvisor.apiserver.registry import bootstrap, build_registry
+        from podvisor.apiserver.server import APIServer, make_server_ssl_context
+        from podvisor.pki import ensure_cluster_pki
+        from podvisor.storage.cacher import WatchCache
+        from podvisor.storage.sqlite import SQLiteStorage
+
+        pki = ensure_cluster_pki(self.data_dir, sans=self.sans)
+        self.pki = pki
+        state = self.data_dir / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        raw = await SQLiteStorage.open(state / "podvisor.db")
+        self.storage = WatchCache(raw)
+        await _maybe_await(getattr(self.storage, "start", None))
+        self.registry = await build_registry(self.storage)
+        await bootstrap(self.registry)
+        ssl_ctx = make_server_ssl_context(pki.serving_cert, pki.serving_key, pki.ca_cert)
+        authn = Authenticator.from_files(token_file=pki.token_file, client_ca=pki.ca_cert)
+        self.server = APIServer(self.registry, host=self.host, port=self.port, ssl_context=ssl_ctx,
+                                authenticator=authn, storage=self.storage)
+        try:
+            await self.server.start()
+        except OSError as exc:
+            raise UpError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("[::1]" if self.host == "::" else self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        self.url = f"https://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.storage is not None:
+            await self.storage.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"api": self.url}
+
+
+async def _maybe_await(fn: Any) -> None:
+    if fn is None:
+        return
+    res = fn()
+    if asyncio.iscoroutine(res):
+        await res
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UpError(f"another 'podvisor up' is running on {data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _write_status(data_dir: Path, status: dict[str, Any]) -> None:
+    path = status_file(data_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+async def run_up(args: argparse.Namespace, data_dir: Path) -> int:
+    started_at = time.monotonic()
+    lock_fd = _lock_data_dir(data_dir)
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_event.set)
+
+    api = _APIComponent(data_dir, host=args.listen, port=args.port, sans=[args.listen])
+    components: list[Any] = []
+    status: dict[str, Any] = {"pid": os.getpid(), "data_dir": str(data_dir), "api": "", "registry": "", "hosts": []}
+    try:
+        await api.start()
+        components.append(api)
+        status["api"] = api.url
+        _write_kubeconfigs(args, data_dir, api)
+        _write_status(data_dir, status)
+
+        registry = await _start_registry(args, data_dir, api)
+        if registry is not None:
+            components.append(registry)
+        status["registry"] = _registry_address(args, registry)
+        if status["registry"]:
+            await _publish_registry(api.registry, status["registry"], registry)
+
+        if not args.no_host:
+            host = await _start_host(args, data_dir)
+            if host is not None:
+                components.append(host)
+                status["hosts"].append({"name": args.host_name, "hostd": host.url})
+        _write_status(data_dir, status)
+
+        took = time.monotonic() - started_at
+        summary = f"Podvisor is up: API {api.url}"
+        if status["registry"]:
+            summary += f"  registry {status['registry']}"
+        for h in status["hosts"]:
+            summary += f"  host {h['name']}"
+        print(f"{summary}  ({took:.1f}s)", flush=True)
+        print(f"kubeconfig: {data_dir / 'kubeconfig'}" + ("" if args.no_kubeconfig_merge else
+              " (context \"podvisor\" merged into ~/.kube/config)"), flush=True)
+        await stop_event.wait()
+        print("stopping Podvisor ...", file=sys.stderr, flush=True)
+    finally:
+        for comp in reversed(components):
+            with contextlib.suppress(Exception):
+                await asyncio.shield(comp.stop())
+        with contextlib.suppress(FileNotFoundError):
+            status_file(data_dir).unlink()
+        os.close(lock_fd)
+    return 0
+
+
+def _write_kubeconfigs(args: argparse.Namespace, data_dir: Path, api: _APIComponent) -> None:
+    from podvisor.kubeconfig import build_kubeconfig, merge_into_user_kubeconfig, write_kubeconfig
+
+    config = build_kubeconfig(api.url, api.pki)
+    write_kubeconfig(data_dir / "kubeconfig", config)
+    if not args.no_kubeconfig_merge:
+        try:
+            merge_into_user_kubeconfig(config)
+        except (OSError, ValueError) as exc:
+            log.warning("could not merge into the user kubeconfig: %s", exc)
+
+
+async def _start_registry(args: argparse.Namespace, data_dir: Path, api: _APIComponent) -> Any:
+    if args.registry != "embedded":
+        return None
+    try:
+        from podvisor.registry.component import EmbeddedRegistry
+    except ImportError:
+        log.warning("the embedded registry is not available in this build")
+        return None
+    reg = EmbeddedRegistry(data_dir)
+    await reg.start()
+    reg.name = "registry"
+    return reg
+
+
+def _registry_address(args: argparse.Namespace, registry: Any) -> str:
+    if registry is not None:
+        return str(registry.address)
+    if args.registry not in ("embedded", "none"):
+        return str(args.registry)
+    return ""
+
+
+async def _publish_registry(resources: Any, address: str, registry: Any) -> None:
+    """Publish the registry in kube-public/local-registry-hosting as kind and minikube do."""
+    from podvisor.apiserver.errors import NotFoundError
+    from podvisor.apiserver.rest import RequestOptions, UserInfo
+
+    if registry is not None and hasattr(registry, "config_map"):
+        body = registry.config_map()
+    else:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "local-registry-hosting", "namespace": "kube-public"},
+            "data": {"localRegistryHosting.v1": f'host: "{address}"\nhelp: "https://github.com/kubernetes/enhancements/tree/master/keps/sig-cluster-lifecycle/generic/1755-communicating-a-local-registry"\n'},
+        }
+    store = resources.lookup("", "v1", "configmaps")
+    opts = RequestOptions(user=UserInfo(name="system:podvisor", groups=("system:masters",)), field_manager="podvisor-up")
+    try:
+        current = await store.get("kube-public", "local-registry-hosting")
+    except NotFoundError:
+        await store.create("kube-public", body, opts)
+        return
+    if current.get("data") != body.get("data"):
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        await store.update("kube-public", "local-registry-hosting", body, opts)
+
+
+async def _start_host(args: argparse.Namespace, data_dir: Path) -> Any:
+    try:
+        from podvisor.hostd.component import HostdComponent
+    except ImportError:
+        log.warning("hostd is not available in this build; starting without a host")
+        return None
+    host = HostdComponent(data_dir, host_name=args.host_name)
+    await host.start()
+    return host
