@@ -1,8 +1,8 @@
 """`podvisor up`: the whole cluster in one foreground process.
 
 Order matters and is fixed: data dir lock → PKI → storage (SQLite) behind the watch cache → resource
-registry and bootstrap objects → API server listening → kubeconfig written and merged → registry →
-local host (hostd) → `status.json` published. Stopping runs the same list backwards; each component's
+registry and bootstrap objects → API server listening → kubeconfig written and merged → controllers
+(through the API, like any client) → registry → local host (hostd) → `status.json` published. Stopping runs the same list backwards; each component's
 stop is shielded so a second Ctrl-C cannot leave a half-stopped registry or a stale status file.
 
 Later components (scheduler, controllers, spherelet) join through `Component`: anything with
@@ -172,6 +172,12 @@ async def run_up(args: argparse.Namespace, data_dir: Path) -> int:
         status["api"] = api.url
         _write_kubeconfigs(args, data_dir, api)
         _write_status(data_dir, status)
+
+        from podvisor.controllers.manager import ControllerManager
+
+        controllers = ControllerManager(data_dir / "kubeconfig")
+        await controllers.start()
+        components.append(controllers)
 
         registry = await _start_registry(args, data_dir, api)
         if registry is not None:
