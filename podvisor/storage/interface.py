@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 __all__ = [
@@ -53,7 +53,7 @@ class ListResult:
     more: bool
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     PUT = "PUT"  # create or update; `prev` tells which (None = created)
     DELETE = "DELETE"
 
