@@ -6,7 +6,9 @@ patch, server-side apply's list semantics, `kubectl explain` descriptions, disco
 
 A `TypeRef` is one of:
 - a scalar: ``string``, ``boolean``, ``int32``, ``int64``, ``double``, ``bytes`` (base64 in JSON),
-  ``date-time`` (RFC 3339 string), ``quantity`` (resource.Quantity: a string in JSON, a string in proto),
+  ``date-time`` (metav1.Time: RFC 3339 string with seconds), ``micro-time`` (metav1.MicroTime: RFC 3339
+  with exactly 6 fractional digits; in proto the same {seconds=1, nanos=2} message as date-time),
+  ``quantity`` (resource.Quantity: a string in JSON, a string in proto),
   ``int-or-string`` (intstr.IntOrString), ``raw`` (free-form JSON: runtime.RawExtension, FieldsV1);
 - a reference to a struct by its full definition name (``io.k8s.api.core.v1.Container``);
 - ``ListOf(item)`` or ``MapOf(value)`` (string keys).
@@ -29,7 +31,19 @@ __all__ = [
 ]
 
 SCALARS = frozenset(
-    {"string", "boolean", "int32", "int64", "double", "bytes", "date-time", "quantity", "int-or-string", "raw"}
+    {
+        "string",
+        "boolean",
+        "int32",
+        "int64",
+        "double",
+        "bytes",
+        "date-time",
+        "micro-time",
+        "quantity",
+        "int-or-string",
+        "raw",
+    }
 )
 
 
@@ -53,7 +67,17 @@ class Field:
     ``proto`` is the protobuf field number of the upstream wire format (0 = not carried in proto).
     ``patch_strategy``/``patch_merge_key`` drive strategic merge patch (``merge``, ``retainKeys``,
     ``merge,retainKeys``, ``replace``); ``list_type``/``list_map_keys`` drive server-side apply
-    (``atomic``, ``set``, ``map``). ``description`` is written in our own words."""
+    (``atomic``, ``set``, ``map``). ``description`` is written in our own words.
+
+    ``proto_via`` is empty for an ordinary field. For a field that JSON flattens into this struct from an
+    embedded one (Volume's VolumeSource, Probe's ProbeHandler) it holds the wire numbers of the wrapping
+    message fields, outermost first: Volume's ``hostPath`` is field ``proto=1`` inside the message at
+    field 2 of Volume, so ``proto_via == (2,)``. ``apiVersion``/``kind`` have ``proto == 0``: in protobuf
+    they travel in the runtime.Unknown envelope, not in the object.
+
+    A map whose values are lists (``MapOf(ListOf("string"))``, e.g. SubjectAccessReview's ``extra``) is
+    in proto a map of wrapper messages holding ``repeated string items = 1``. The one plain list with such a
+    wrapper is APIResource's ``verbs`` (meta.v1.Verbs, a response-only field)."""
 
     name: str
     type: TypeRef
@@ -67,6 +91,7 @@ class Field:
     map_type: Literal["", "atomic", "granular"] = ""
     default: Any = None
     enum: tuple[str, ...] = ()
+    proto_via: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +128,7 @@ class Resource:
     singular: str
     namespaced: bool
     struct: str  # definition name of the object, e.g. io.k8s.api.core.v1.Pod
-    list_struct: str  # definition name of the list, e.g. io.k8s.api.core.v1.PodList
+    list_struct: str  # definition name of the list, e.g. io.k8s.api.core.v1.PodList ("" if no list verb)
     verbs: tuple[str, ...] = (
         "create",
         "delete",
