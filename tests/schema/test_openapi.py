@@ -315,10 +315,8 @@ async def _kubectl(server_url: str, home: Path, *args: str) -> tuple[int, str, s
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
 
 
-@needs_kubectl
 async def test_kubectl_explain_pod_containers(server: Any, tmp_path: Path) -> None:
     url, _app = server
     rc, out, err = await _kubectl(url, tmp_path, "explain", "pod.spec.containers")
@@ -332,7 +330,6 @@ async def test_kubectl_explain_pod_containers(server: Any, tmp_path: Path) -> No
     assert " ".join(container.fields["imagePullPolicy"].description.split()[:4]) in " ".join(out.split())
 
 
-@needs_kubectl
 async def test_kubectl_explain_deployment_template_spec(server: Any, tmp_path: Path) -> None:
     url, _app = server
     rc, out, err = await _kubectl(url, tmp_path, "explain", "deployment.spec.template.spec")
@@ -346,7 +343,6 @@ async def test_kubectl_explain_deployment_template_spec(server: Any, tmp_path: P
     assert "FIELD: maxSurge <IntOrString>" in out
 
 
-@needs_kubectl
 async def test_kubectl_create_finds_field_validation(server: Any, tmp_path: Path) -> None:
     url, app = server
     manifest = tmp_path / "cm.yaml"
@@ -360,7 +356,6 @@ async def test_kubectl_create_finds_field_validation(server: Any, tmp_path: Path
     assert seen["body"]["data"] == {"a": "b"}
 
 
-@needs_kubectl
 async def test_kubectl_apply_computes_strategic_merge_patch_from_v3(server: Any, tmp_path: Path) -> None:
     """Client-side apply finds strategic merge support and merge keys in our v3 document (it never
     falls back to /openapi/v2) and sends a patch that merges containers by name."""
