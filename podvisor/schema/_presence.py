@@ -5,7 +5,8 @@ name, ``replicas`` 0, ``hostNetwork`` false), while the same object written as J
 of ``omitempty`` fields and keeps them for pointer fields and for fields without ``omitempty``. To turn a
 protobuf body into exactly the JSON kubectl would have sent, the decoder must know which of those each
 field is. `podvisor.schema.model.Field` has no such flag, so the facts live here, read from the upstream
-Go type declarations (k8s.io/api and apimachinery meta/v1) and kept as data.
+Go type declarations (k8s.io/api and apimachinery meta/v1 at v0.36.3, the release the schema data is
+generated from) and kept as data.
 
 ``PRESENCE[struct][json field]`` is one letter:
   ``p``  a pointer scalar with ``omitempty``: a zero value on the wire is kept, absence stays absent;
@@ -73,7 +74,7 @@ autoscaling.v1.ContainerResourceMetricStatus currentAverageUtilization:p contain
 autoscaling.v1.CrossVersionObjectReference kind:n name:n
 autoscaling.v1.ExternalMetricSource metricName:n
 autoscaling.v1.ExternalMetricStatus metricName:n
-autoscaling.v1.HorizontalPodAutoscalerCondition type:n observedGeneration:p
+autoscaling.v1.HorizontalPodAutoscalerCondition type:n
 autoscaling.v1.HorizontalPodAutoscalerList items:N
 autoscaling.v1.HorizontalPodAutoscalerSpec minReplicas:p maxReplicas:n targetCPUUtilizationPercentage:p
 autoscaling.v1.HorizontalPodAutoscalerStatus observedGeneration:p currentReplicas:n desiredReplicas:n currentCPUUtilizationPercentage:p
@@ -91,7 +92,7 @@ autoscaling.v2.ContainerResourceMetricStatus container:n
 autoscaling.v2.CrossVersionObjectReference kind:n name:n
 autoscaling.v2.HPAScalingPolicy type:n value:n periodSeconds:n
 autoscaling.v2.HPAScalingRules stabilizationWindowSeconds:p selectPolicy:p
-autoscaling.v2.HorizontalPodAutoscalerCondition type:n observedGeneration:p
+autoscaling.v2.HorizontalPodAutoscalerCondition type:n
 autoscaling.v2.HorizontalPodAutoscalerList items:N
 autoscaling.v2.HorizontalPodAutoscalerSpec minReplicas:p maxReplicas:n
 autoscaling.v2.HorizontalPodAutoscalerStatus observedGeneration:p desiredReplicas:n currentMetrics:N
@@ -126,7 +127,7 @@ core.v1.CephFSVolumeSource monitors:N
 core.v1.CinderPersistentVolumeSource volumeID:n
 core.v1.CinderVolumeSource volumeID:n
 core.v1.ClientIPConfig timeoutSeconds:p
-core.v1.ClusterTrustBundleProjection name:p signerName:p optional:p path:n user:p
+core.v1.ClusterTrustBundleProjection name:p signerName:p optional:p path:n
 core.v1.ComponentCondition type:n status:n
 core.v1.ComponentStatusList items:N
 core.v1.ConfigMap immutable:p
@@ -135,7 +136,7 @@ core.v1.ConfigMapKeySelector key:n optional:p
 core.v1.ConfigMapList items:N
 core.v1.ConfigMapNodeConfigSource namespace:n name:n kubeletConfigKey:n
 core.v1.ConfigMapProjection optional:p
-core.v1.ConfigMapVolumeSource defaultMode:p optional:p defaultUser:p
+core.v1.ConfigMapVolumeSource defaultMode:p optional:p
 core.v1.Container name:n restartPolicy:p
 core.v1.ContainerExtendedResourceRequest containerName:n resourceName:n requestName:n
 core.v1.ContainerImage names:N
@@ -144,9 +145,8 @@ core.v1.ContainerResizePolicy resourceName:n restartPolicy:n
 core.v1.ContainerStateTerminated exitCode:n
 core.v1.ContainerStatus name:n ready:n restartCount:n image:n imageID:n started:p stopSignal:p
 core.v1.DaemonEndpoint Port:n
-core.v1.DownwardAPIVolumeFile path:n mode:p user:p
-core.v1.DownwardAPIVolumeSource defaultMode:p defaultUser:p
-core.v1.EmptyDirVolumeSource mode:p
+core.v1.DownwardAPIVolumeFile path:n mode:p
+core.v1.DownwardAPIVolumeSource defaultMode:p
 core.v1.EndpointAddress ip:n nodeName:p
 core.v1.EndpointPort port:n appProtocol:p
 core.v1.EndpointsList items:N
@@ -155,24 +155,22 @@ core.v1.EphemeralContainer name:n restartPolicy:p
 core.v1.EphemeralContainerCommon name:n restartPolicy:p
 core.v1.Event reportingComponent:n reportingInstance:n
 core.v1.EventList items:N
-core.v1.EvictionResponder name:n priority:N
 core.v1.FCVolumeSource lun:p
 core.v1.FileKeySelector volumeName:n path:n key:n optional:p
 core.v1.FlexPersistentVolumeSource driver:n
 core.v1.FlexVolumeSource driver:n
 core.v1.GCEPersistentDiskVolumeSource pdName:n
-core.v1.GRPCAction port:n service:N mode:p
+core.v1.GRPCAction port:n service:N
 core.v1.GitRepoVolumeSource repository:n
 core.v1.GlusterfsPersistentVolumeSource endpoints:n path:n endpointsNamespace:p
 core.v1.GlusterfsVolumeSource endpoints:n path:n
-core.v1.HTTPGetAction protocol:p
 core.v1.HTTPHeader name:n value:n
 core.v1.HostAlias ip:n
 core.v1.HostIP ip:n
 core.v1.HostPathVolumeSource path:n type:p
 core.v1.ISCSIPersistentVolumeSource targetPortal:n iqn:n lun:n initiatorName:p
 core.v1.ISCSIVolumeSource targetPortal:n iqn:n lun:n initiatorName:p
-core.v1.KeyToPath key:n path:n mode:p user:p
+core.v1.KeyToPath key:n path:n mode:p
 core.v1.Lifecycle stopSignal:p
 core.v1.LimitRangeItem type:n
 core.v1.LimitRangeList items:N
@@ -185,9 +183,7 @@ core.v1.NFSVolumeSource server:n path:n
 core.v1.NamespaceCondition type:n status:n
 core.v1.NamespaceList items:N
 core.v1.NodeAddress type:n address:n
-core.v1.NodeAllocatableMappedResources name:n quantity:N
-core.v1.NodeAllocatableOverheadResources name:n
-core.v1.NodeAllocatableResourceClaimStatus resourceClaimName:n
+core.v1.NodeAllocatableResourceClaimStatus resourceClaimName:n resources:N
 core.v1.NodeCondition type:n status:n
 core.v1.NodeFeatures supplementalGroupsPolicy:p
 core.v1.NodeList items:N
@@ -207,7 +203,7 @@ core.v1.PersistentVolumeList items:N
 core.v1.PersistentVolumeSpec volumeMode:p volumeAttributesClassName:p
 core.v1.PhotonPersistentDiskVolumeSource pdID:n
 core.v1.PodAffinityTerm topologyKey:n
-core.v1.PodCertificateProjection maxExpirationSeconds:p user:p
+core.v1.PodCertificateProjection maxExpirationSeconds:p
 core.v1.PodCondition type:n status:n
 core.v1.PodDNSConfigOption value:p
 core.v1.PodExecOptions command:N
@@ -224,13 +220,12 @@ core.v1.PodSchedulingGroup podGroupName:p
 core.v1.PodSecurityContext runAsUser:p runAsGroup:p runAsNonRoot:p supplementalGroupsPolicy:p fsGroup:p fsGroupChangePolicy:p seLinuxChangePolicy:p
 core.v1.PodSpec containers:N terminationGracePeriodSeconds:p activeDeadlineSeconds:p automountServiceAccountToken:p shareProcessNamespace:p priority:p runtimeClassName:p enableServiceLinks:p preemptionPolicy:p setHostnameAsFQDN:p hostUsers:p hostnameOverride:p
 core.v1.PodTemplateList items:N
-core.v1.PodVolumeHealth name:n
 core.v1.PortStatus port:n protocol:n error:p
 core.v1.PortworxVolumeSource volumeID:n
 core.v1.Preconditions uid:p
 core.v1.PreferredSchedulingTerm weight:n
 core.v1.Probe terminationGracePeriodSeconds:p
-core.v1.ProjectedVolumeSource sources:N defaultMode:p defaultUser:p
+core.v1.ProjectedVolumeSource sources:N defaultMode:p
 core.v1.QuobyteVolumeSource registry:n volume:n
 core.v1.RBDPersistentVolumeSource monitors:N image:n
 core.v1.RBDVolumeSource monitors:N image:n
@@ -253,11 +248,11 @@ core.v1.SecretEnvSource optional:p
 core.v1.SecretKeySelector key:n optional:p
 core.v1.SecretList items:N
 core.v1.SecretProjection optional:p
-core.v1.SecretVolumeSource defaultMode:p optional:p defaultUser:p
+core.v1.SecretVolumeSource defaultMode:p optional:p
 core.v1.SecurityContext privileged:p runAsUser:p runAsGroup:p runAsNonRoot:p readOnlyRootFilesystem:p allowPrivilegeEscalation:p procMount:p
 core.v1.ServiceAccount automountServiceAccountToken:p
 core.v1.ServiceAccountList items:N
-core.v1.ServiceAccountTokenProjection expirationSeconds:p path:n user:p
+core.v1.ServiceAccountTokenProjection expirationSeconds:p path:n
 core.v1.ServiceList items:N
 core.v1.ServicePort appProtocol:p port:n
 core.v1.ServiceSpec ipFamilyPolicy:p allocateLoadBalancerNodePorts:p loadBalancerClass:p internalTrafficPolicy:p trafficDistribution:p
@@ -271,7 +266,6 @@ core.v1.TypedLocalObjectReference apiGroup:N kind:n name:n
 core.v1.TypedObjectReference apiGroup:N kind:n name:n namespace:p
 core.v1.Volume name:n
 core.v1.VolumeDevice name:n devicePath:n
-core.v1.VolumeHealthCondition status:n reason:n
 core.v1.VolumeMount name:n recursiveReadOnly:p mountPath:n mountPropagation:p
 core.v1.VolumeMountStatus name:n mountPath:n recursiveReadOnly:p
 core.v1.VsphereVirtualDiskVolumeSource volumePath:n
@@ -311,6 +305,7 @@ meta.v1.ShardInfo selector:n
 meta.v1.Table columnDefinitions:N rows:N
 meta.v1.TableColumnDefinition name:n type:n format:n description:n priority:n
 meta.v1.TableRowCondition type:n status:n
+meta.v1.WatchEvent type:n
 networking.v1.HTTPIngressPath pathType:N
 networking.v1.HTTPIngressRuleValue paths:N
 networking.v1.IPAddressList items:N
@@ -349,8 +344,6 @@ storage.v1.CSIStorageCapacity storageClassName:n
 storage.v1.CSIStorageCapacityList items:N
 storage.v1.StorageClass provisioner:n allowVolumeExpansion:p volumeBindingMode:p
 storage.v1.StorageClassList items:N
-storage.v1.StorageHealth name:n
-storage.v1.StorageHealthCondition status:n reason:n
 storage.v1.TokenRequest audience:n expirationSeconds:p
 storage.v1.VolumeAttachmentList items:N
 storage.v1.VolumeAttachmentSource persistentVolumeName:p

@@ -237,7 +237,7 @@ def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float:
     return float(text)
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:
     # go-yaml v2 (strict) compares the keys' source text pairwise and reports every later repeat
     keys = [k for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
     where: dict[str, list[int]] = {}
@@ -252,14 +252,15 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
                         f"line {later.start_mark.line + 1}: key {_go_quote(later.value)} already set in map"
                     )
     loader.flatten_mapping(node)  # merges (<<) first, then the mapping's own keys override them
-    out: dict[Any, Any] = {}
+    out: dict[str, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, list | dict | set):
             raise yaml.constructor.ConstructorError(
                 "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
             )
-        out[key] = loader.construct_object(value_node, deep=True)
+        # keys become JSON strings now: 1 and true are different YAML keys but equal Python ones
+        out[_json_key(key)] = loader.construct_object(value_node, deep=True)
     return out
 
 
@@ -306,7 +307,7 @@ def _jsonable(v: Any, budget: list[int]) -> Any:
     if budget[0] < 0:
         raise BadRequestError("error converting YAML to JSON: yaml: document contains excessive aliasing")
     if isinstance(v, dict):
-        return {_json_key(k): _jsonable(x, budget) for k, x in v.items()}
+        return {str(k): _jsonable(x, budget) for k, x in v.items()}
     if isinstance(v, set):
         return {_json_key(k): None for k in v}
     if isinstance(v, list | tuple):

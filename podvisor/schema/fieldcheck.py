@@ -109,6 +109,15 @@ def _go_type(t: TypeRef) -> str:
     return f"{package.rpartition('.')[2]}.{name}"
 
 
+def _base64_offset(text: str) -> int:
+    """Where Go's decoder gives up on bad base64: the first byte outside the alphabet, else the end."""
+    for i, c in enumerate(text):
+        if not (c.isascii() and (c.isalnum() or c in "+/=")):
+            return i
+    body = text.rstrip("=")
+    return len(body) if len(body) % 4 != 1 else len(body) - 1
+
+
 def _short(struct_name: str) -> str:
     return struct_name.rpartition(".")[2]
 
@@ -222,7 +231,7 @@ class _Checker:
                 try:
                     base64.b64decode(v, validate=True)
                 except (binascii.Error, ValueError):
-                    self._type_error(path, f"illegal base64 data in {path}")
+                    self._type_error(path, f"illegal base64 data at input byte {_base64_offset(v)}")
         elif t in ("date-time", "micro-time"):
             self.time(v, path)
         elif t == "quantity":

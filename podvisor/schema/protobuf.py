@@ -125,7 +125,14 @@ class _Layout:
     nested: dict[int, _Layout] = field(default_factory=dict)
 
 
+_LAYOUTS: dict[int, tuple[Struct, _Layout]] = {}
+
+
 def _layout(s: Struct) -> _Layout:
+    """The wire layout of a struct, computed once per Struct object."""
+    cached = _LAYOUTS.get(id(s))
+    if cached is not None and cached[0] is s:
+        return cached[1]
     top = _Layout(s.name)
     for f in s.fields.values():
         if not f.proto:
@@ -134,6 +141,9 @@ def _layout(s: Struct) -> _Layout:
         for number in f.proto_via:
             at = at.nested.setdefault(number, _Layout(s.name))
         at.fields[f.proto] = f
+    if len(_LAYOUTS) > 4096:  # structs are few and long-lived; this only guards against misuse
+        _LAYOUTS.clear()
+    _LAYOUTS[id(s)] = (s, top)
     return top
 
 
@@ -158,11 +168,11 @@ def _is_zero(v: Any) -> bool:
     return v is None or v is False or v == "" or (type(v) in (int, float) and v == 0)
 
 
-def _raw_json(raw: int | bytes | None, path: str) -> Any:
+def _raw_json(raw: int | bytes | None, path: str, structs: StructLookup, kinds: KindLookup) -> Any:
     if not isinstance(raw, bytes) or not raw:
         return None
-    if raw.startswith(MAGIC):
-        return decode_unknown(raw)
+    if raw.startswith(MAGIC):  # an embedded object written as protobuf
+        return decode_unknown(raw, structs=structs, kinds=kinds, unknown=[])
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -175,11 +185,11 @@ _MISSING = object()
 
 
 class _Decoder:
-    def __init__(self, data: bytes, structs: StructLookup, unknown: list[str]) -> None:
+    def __init__(self, data: bytes, structs: StructLookup, kinds: KindLookup, unknown: list[str]) -> None:
         self.r = Reader(data)
         self.structs = structs
+        self.kinds = kinds
         self.unknown = unknown
-        self.layouts: dict[str, _Layout] = {}
 
     def struct(self, name: str, path: str) -> Struct:
         try:
@@ -190,9 +200,7 @@ class _Decoder:
     def message(self, s: Struct, pos: int, end: int, path: str, depth: int) -> dict[str, Any]:
         if depth > _MAX_DEPTH:
             raise ProtobufDecodeError(f"protobuf: nesting deeper than {_MAX_DEPTH} at {path}")
-        layout = self.layouts.get(s.name)
-        if layout is None:
-            layout = self.layouts[s.name] = _layout(s)
+        layout = _layout(s)
         values: dict[str, Any] = {}
         self.collect(layout, pos, end, path, depth, values)
         return self.finish(s, values)
@@ -328,7 +336,7 @@ class _Decoder:
         if kind == "int-or-string":
             return (text(sub.get(3)) if num(sub.get(1)) == 1 else int32(num(sub.get(2)))), stop
         if kind == "raw":
-            return _raw_json(sub.get(1), path), stop
+            return _raw_json(sub.get(1), path, self.structs, self.kinds), stop
         raise ProtobufDecodeError(f"protobuf: {path}: type {kind!r} is not supported")
 
     def finish(self, s: Struct, values: dict[str, Any]) -> dict[str, Any]:
@@ -365,8 +373,11 @@ def decode_object(
     otherwise they raise `UnknownProtobufFieldsError` once everything else is decoded."""
     data = bytes(data)
     found: list[str] = []
-    dec = _Decoder(data, structs or _default_structs, found)
-    obj = dec.message(dec.struct(struct_name, ""), 0, len(data), "", 0)
+    dec = _Decoder(data, structs or _default_structs, _default_kinds, found)
+    try:
+        obj = dec.message(dec.struct(struct_name, ""), 0, len(data), "", 0)
+    except RecursionError as e:
+        raise ProtobufDecodeError("protobuf: the object is nested too deeply") from e
     return _finish_unknown(obj, found, unknown)
 
 
@@ -428,8 +439,11 @@ def decode_unknown(
         )
     name = _resolve_kind(kinds or _default_kinds, api_version, kind)
     found: list[str] = []
-    dec = _Decoder(body[raw[0] : raw[1]], structs or _default_structs, found)
-    inner = dec.message(dec.struct(name, ""), 0, raw[1] - raw[0], "", 0)
+    dec = _Decoder(body[raw[0] : raw[1]], structs or _default_structs, kinds or _default_kinds, found)
+    try:
+        inner = dec.message(dec.struct(name, ""), 0, raw[1] - raw[0], "", 0)
+    except RecursionError as e:
+        raise ProtobufDecodeError("protobuf: the object is nested too deeply") from e
     obj: dict[str, Any] = {"kind": kind, "apiVersion": api_version}
     obj.update((k, v) for k, v in inner.items() if k not in ("kind", "apiVersion"))
     return _finish_unknown(obj, found, unknown)
@@ -446,7 +460,6 @@ def _expect(ok: bool, path: str, what: str, v: Any) -> None:
 class _Encoder:
     def __init__(self, structs: StructLookup) -> None:
         self.structs = structs
-        self.layouts: dict[str, _Layout] = {}
 
     def struct(self, name: str, path: str) -> Struct:
         try:
@@ -456,10 +469,7 @@ class _Encoder:
 
     def message(self, s: Struct, obj: Any, path: str) -> bytes:
         _expect(isinstance(obj, dict), path, "an object", obj)
-        layout = self.layouts.get(s.name)
-        if layout is None:
-            layout = self.layouts[s.name] = _layout(s)
-        return self.fields(layout, obj, path)
+        return self.fields(_layout(s), obj, path)
 
     def fields(self, layout: _Layout, obj: dict[str, Any], path: str) -> bytes:
         out = bytearray()

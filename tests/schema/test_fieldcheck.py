@@ -95,7 +95,7 @@ def test_body_over_the_limit_is_413() -> None:
         (b"\xff{}", "application/json", "invalid UTF-8 at byte offset 0"),
         (b"[" * 50000, "application/json", "exceeded max depth"),
         (b"a: [1, 2\nb: 3\n", "application/yaml", "error converting YAML to JSON: yaml: line 2, column 2"),
-        (b"a: b: c\n", "application/yaml", "line 1, column 5: mapping values are not allowed here"),
+        (b"a: b: c\n", "application/yaml", "line 1, column 5: mapping values are not allowed"),
         (b"a: .nan\n", "application/yaml", "json: unsupported value: NaN"),
         (b"? [1]\n: x\n", "application/yaml", "found unhashable key"),
     ],
@@ -120,6 +120,7 @@ nothing: ~
 quoted: "y"
 1: one
 true: yes
+y: key
 bin: !!binary AAH/
 """
     assert decode_body(body, "application/yaml").obj == {
@@ -134,18 +135,20 @@ bin: !!binary AAH/
         "nothing": None,
         "quoted": "y",
         "1": "one",
-        "true": True,
+        "true": "key",  # the key y is the boolean true, then the string "true"
         "bin": "AAH/",
     }
 
 
 def test_yaml_first_document_merges_and_duplicates() -> None:
-    body = b"apiVersion: v1\nkind: Simple\nmetadata: {}\nother: foo\nother: bar\nunknown: baz\n---\nignored: 1\n"
+    body = (
+        b"apiVersion: v1\nkind: Simple\nmetadata: {}\nother: foo\nother: bar\nunknown: baz\n---\nignored: 1\n"
+    )
     d = decode_body(body, "application/yaml")
     assert d.obj == {"apiVersion": "v1", "kind": "Simple", "metadata": {}, "other": "bar", "unknown": "baz"}
     assert d.strict_errors == ['yaml: unmarshal errors:\n  line 5: key "other" already set in map']
-    merged = decode_body(b"base: &b {x: 1, y: 1}\nd:\n  <<: *b\n  x: 2\n", "application/apply-patch+yaml")
-    assert merged.obj["d"] == {"x": 2, "y": 1} and merged.strict_errors == []
+    merged = decode_body(b"base: &b {x: 1, z: 1}\nd:\n  <<: *b\n  x: 2\n", "application/apply-patch+yaml")
+    assert merged.obj["d"] == {"x": 2, "z": 1} and merged.strict_errors == []
 
 
 def test_yaml_alias_bombs_are_refused() -> None:
@@ -160,8 +163,12 @@ def test_protobuf_body_decodes_and_reports_unknown_numbers() -> None:
     d = decode_body((FIXTURES / "configmap.pb").read_bytes(), "application/vnd.kubernetes.protobuf")
     assert d.obj["kind"] == "ConfigMap" and d.obj["data"] == {"a": "b", "empty": ""}
     assert d.strict_errors == []
-    spoiled = (FIXTURES / "namespace.pb").read_bytes()[:-6] + b"\xb8\x06\x01" + b"\x1a\x00\x22\x00"
+    # a Namespace whose message also carries field 103 = 1, which our schema does not know
+    namespace = b"\x0a\x06\x0a\x04ns-x" + b"\xb8\x06\x01"
+    type_meta = b"\x0a\x0f\x0a\x02v1\x12\x09Namespace"
+    spoiled = b"k8s\x00" + type_meta + b"\x12" + bytes([len(namespace)]) + namespace
     d = decode_body(spoiled, "application/vnd.kubernetes.protobuf")
+    assert d.obj == {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "ns-x"}}
     assert d.strict_errors == ['unknown field "<protobuf field 103>"']
 
 
@@ -257,7 +264,13 @@ def test_duplicates_count_only_where_the_schema_looks() -> None:
             'parsing time "yesterday"',
         ),
         (
-            {"spec": {"template": {"spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": "1x"}}}]}}}},
+            {
+                "spec": {
+                    "template": {
+                        "spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": "1x"}}}]}
+                    }
+                }
+            },
             "spec.template.spec.containers[0].resources.limits.cpu",
             "unable to parse quantity's suffix",
         ),
@@ -326,7 +339,7 @@ def test_ignore_drops_unknown_fields_silently() -> None:
 
 
 def test_yaml_strict_and_warn_wording_match_upstream() -> None:
-    body = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: x\n  a: y\nunknown: baz\n"
+    body = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: x1\n  a: x2\nunknown: baz\n"
     obj, d = _decoded(body, "application/yaml")
     with pytest.raises(BadRequestError) as info:
         apply_field_validation(obj, CONFIGMAP, "Strict", d.duplicates, strict_errors=d.strict_errors)
@@ -334,9 +347,11 @@ def test_yaml_strict_and_warn_wording_match_upstream() -> None:
         'ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: '
         'yaml: unmarshal errors:\n  line 7: key "a" already set in map, unknown field "unknown"'
     )
-    kept, warnings = apply_field_validation(obj, CONFIGMAP, "Warn", d.duplicates, strict_errors=d.strict_errors)
+    kept, warnings = apply_field_validation(
+        obj, CONFIGMAP, "Warn", d.duplicates, strict_errors=d.strict_errors
+    )
     assert warnings == ['line 7: key "a" already set in map', 'unknown field "unknown"']
-    assert "unknown" not in kept and kept["data"] == {"a": "y"}
+    assert "unknown" not in kept and kept["data"] == {"a": "x2"}
 
 
 def test_type_errors_fail_in_every_mode() -> None:
@@ -367,7 +382,9 @@ def test_bad_mode_is_refused() -> None:
 
 
 def test_strict_warnings_split_yaml_blocks() -> None:
-    block = 'yaml: unmarshal errors:\n  line 3: key "a" already set in map\n  line 9: key "b" already set in map'
+    block = (
+        'yaml: unmarshal errors:\n  line 3: key "a" already set in map\n  line 9: key "b" already set in map'
+    )
     assert strict_warnings([block, 'unknown field "x"']) == [
         'line 3: key "a" already set in map',
         'line 9: key "b" already set in map',

@@ -358,3 +358,15 @@ def test_encoder_refuses_values_that_do_not_fit() -> None:
 
 def test_model_knows_the_scalars_the_codec_maps() -> None:
     assert {"date-time", "micro-time", "quantity", "int-or-string", "raw", "bytes"} <= model.SCALARS
+
+
+def test_presence_facts_name_fields_the_schema_has() -> None:
+    from podvisor.schema import structs
+    from podvisor.schema._presence import PRESENCE
+
+    known = structs()
+    stale = [
+        (s, f) for s, fields in PRESENCE.items() if s in known for f in fields if f not in known[s].fields
+    ]
+    assert stale == []
+    assert PRESENCE["io.k8s.api.apps.v1.DeploymentSpec"]["replicas"] == "p"
