@@ -92,7 +92,7 @@ class _APIComponent:
         from podvisor.apiserver.registry import bootstrap, build_registry
         from podvisor.apiserver.server import APIServer, make_server_ssl_context
         from podvisor.pki import ensure_cluster_pki
-        from podvisor.storage.cacher import WatchCache
+        from podvisor.storage.cacher import WatchCache, field_indexer
         from podvisor.storage.sqlite import SQLiteStorage
 
         pki = ensure_cluster_pki(self.data_dir, sans=self.sans)
@@ -100,10 +100,11 @@ class _APIComponent:
         state = self.data_dir / "state"
         state.mkdir(parents=True, exist_ok=True)
         raw = await SQLiteStorage.open(state / "podvisor.db")
-        self.storage = WatchCache(raw)
-        await _maybe_await(getattr(self.storage, "start", None))
-        self.registry = await build_registry(self.storage)
-        await bootstrap(self.registry)
+        # node agents watch their own pods: index pods by spec.nodeName so each watcher sees only its own
+        self.storage = await WatchCache.open(raw, indexer=field_indexer("/registry/core/pods/", "spec.nodeName"))
+        self.registry = await build_registry(self.storage, indexed_fields=frozenset({"spec.nodeName"}))
+        advertise = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        await bootstrap(self.registry, api_port=self.port, api_address=advertise)
         ssl_ctx = make_server_ssl_context(pki.serving_cert, pki.serving_key, pki.ca_cert)
         authn = Authenticator.from_files(token_file=pki.token_file, client_ca=pki.ca_cert)
         self.server = APIServer(self.registry, host=self.host, port=self.port, ssl_context=ssl_ctx,
@@ -125,14 +126,6 @@ class _APIComponent:
 
     def describe(self) -> dict[str, Any]:
         return {"api": self.url}
-
-
-async def _maybe_await(fn: Any) -> None:
-    if fn is None:
-        return
-    res = fn()
-    if asyncio.iscoroutine(res):
-        await res
 
 
 def _lock_data_dir(data_dir: Path) -> int:
