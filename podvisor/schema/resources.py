@@ -59,7 +59,7 @@ RESOURCES: tuple[Resource, ...] = (
         namespaced=False,
         verbs=_NO_COLLECTION_DELETE,
         short_names=("ns",),
-        subresources=(Subresource("status", "Namespace", _STATUS),),
+        subresources=(Subresource("status", "Namespace", _STATUS), Subresource("finalize", "Namespace", ("update",))),
     ),
     _res(
         "",
