@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from functools import partial
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,10 +232,13 @@ async def _bench_storage(n: int, conc: int) -> dict[str, Verb]:
             value = json.dumps({"metadata": {"name": "x"}, "data": {"k": "v" * 64}}).encode()
             progress = Progress("bench storage", n * 3 + max(1, n // 10))
             prefix = "/registry/core/configmaps/bench/"
-            made = await _timed(verbs["create"], [(lambda i=i: st.create(f"{prefix}cm-{i}", value)) for i in range(n)], conc, progress)
-            await _timed(verbs["get"], [(lambda i=i: st.get(f"{prefix}cm-{i % n}")) for i in range(n)], conc, progress)
-            await _timed(verbs["update"], [(lambda kv=kv: st.update(kv.key, value, expected_revision=kv.mod_revision)) for kv in made], conc, progress)
-            await _timed(verbs["list"], [(lambda: st.list(prefix, limit=500)) for _ in range(max(1, n // 10))], conc, progress)
+            made = await _timed(verbs["create"], [partial(st.create, f"{prefix}cm-{i}", value) for i in range(n)],
+                                conc, progress)
+            await _timed(verbs["get"], [partial(st.get, f"{prefix}cm-{i % n}") for i in range(n)], conc, progress)
+            await _timed(verbs["update"], [partial(st.update, kv.key, value, expected_revision=kv.mod_revision)
+                                           for kv in made], conc, progress)
+            await _timed(verbs["list"], [partial(st.list, prefix, limit=500) for _ in range(max(1, n // 10))],
+                         conc, progress)
         finally:
             await st.close()
     return verbs
