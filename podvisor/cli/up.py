@@ -2,7 +2,7 @@
 
 Order matters and is fixed: data dir lock → PKI → storage (SQLite) behind the watch cache → resource
 registry and bootstrap objects → API server listening → kubeconfig written and merged → controllers
-(through the API, like any client) → registry → local host (hostd) → `status.json` published. Stopping runs the same list backwards; each component's
+(through the API, like any client) → scheduler → registry → local host (hostd) → `status.json` published. Stopping runs the same list backwards; each component's
 stop is shielded so a second Ctrl-C cannot leave a half-stopped registry or a stale status file.
 
 Later components (scheduler, controllers, spherelet) join through `Component`: anything with
@@ -51,6 +51,7 @@ def register(sub: Any) -> None:
                    help="'embedded' (default), 'none', or the host[:port] of an external registry")
     p.add_argument("--registry-mirror", action="append", default=[], metavar="HOST=MIRROR",
                    help="mirror a registry host, e.g. docker.io=127.0.0.1:5000 (repeatable)")
+    p.add_argument("--cluster-cidr", default="10.88.0.0/16", help="pod addresses; each host gets a /24 of it")
     p.add_argument("--no-host", action="store_true", help="start the control plane only, without the local host")
     p.add_argument("--host-name", default="pv-host-1", help="name of the local host (Node name)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -128,6 +129,34 @@ class _APIComponent:
         return {"api": self.url}
 
 
+class _SchedulerComponent:
+    """The scheduler, connected through the API like any client."""
+
+    name = "scheduler"
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.client: Any = None
+        self.scheduler: Any = None
+
+    async def start(self) -> None:
+        from podvisor.client import APIClient, load_kubeconfig
+        from podvisor.scheduler import Scheduler
+
+        self.client = APIClient(load_kubeconfig(self.kubeconfig, user_agent="podvisor-scheduler"))
+        self.scheduler = Scheduler(self.client)
+        await self.scheduler.start()
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.client is not None:
+            await self.client.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"scheduler": "running" if self.scheduler is not None else "stopped"}
+
+
 def _lock_data_dir(data_dir: Path) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(data_dir / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -168,9 +197,12 @@ async def run_up(args: argparse.Namespace, data_dir: Path) -> int:
 
         from podvisor.controllers.manager import ControllerManager
 
-        controllers = ControllerManager(data_dir / "kubeconfig")
+        controllers = ControllerManager(data_dir / "kubeconfig", cluster_cidr=args.cluster_cidr)
         await controllers.start()
         components.append(controllers)
+        scheduler = _SchedulerComponent(data_dir / "kubeconfig")
+        await scheduler.start()
+        components.append(scheduler)
 
         registry = await _start_registry(args, data_dir, api)
         if registry is not None:

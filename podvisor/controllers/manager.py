@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from podvisor.client import APIClient, load_kubeconfig
 from podvisor.controllers.garbagecollector import GarbageCollector
 from podvisor.controllers.namespace import NamespaceController
+from podvisor.controllers.nodeipam import NodeIPAMController
 
 __all__ = ["ControllerManager", "Loop"]
 
@@ -29,14 +30,19 @@ class Loop(Protocol):
 class ControllerManager:
     name = "controllers"
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, *, cluster_cidr: str = "10.88.0.0/16") -> None:
         self.kubeconfig = kubeconfig
+        self.cluster_cidr = cluster_cidr
         self.client: APIClient | None = None
         self.loops: list[Loop] = []
 
     async def start(self) -> None:
         self.client = APIClient(load_kubeconfig(self.kubeconfig, user_agent="podvisor-controller-manager"))
-        candidates: list[Loop] = [NamespaceController(self.client), GarbageCollector(self.client)]
+        candidates: list[Loop] = [
+            NamespaceController(self.client),
+            GarbageCollector(self.client),
+            NodeIPAMController(self.client, cluster_cidr=self.cluster_cidr),
+        ]
         try:
             for loop in candidates:
                 await loop.start()
