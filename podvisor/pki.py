@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["ClusterPKI", "ensure_cluster_pki", "ADMIN_USER", "ADMIN_GROUP"]
+__all__ = ["ClusterPKI", "ensure_cluster_pki", "issue_node_serving_cert", "ADMIN_USER", "ADMIN_GROUP"]
 
 ADMIN_USER = "podvisor-admin"
 ADMIN_GROUP = "system:masters"
@@ -42,6 +42,8 @@ class ClusterPKI:
     admin_key: Path
     admin_token_file: Path
     token_file: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
 
     @property
     def admin_token(self) -> str:
@@ -63,6 +65,8 @@ def ensure_cluster_pki(data_dir: Path, *, sans: list[str]) -> ClusterPKI:
         admin_key=d / "admin.key",
         admin_token_file=d / "admin-token",
         token_file=d / "tokens.csv",
+        kubelet_client_cert=d / "apiserver-kubelet-client.crt",
+        kubelet_client_key=d / "apiserver-kubelet-client.key",
     )
     if not (pki.ca_cert.exists() and pki.ca_key.exists()):
         key = ec.generate_private_key(ec.SECP256R1())
@@ -94,11 +98,29 @@ def ensure_cluster_pki(data_dir: Path, *, sans: list[str]) -> ClusterPKI:
     if not pki.admin_cert.exists():
         _issue(pki.admin_cert, pki.admin_key, ca_cert, ca_key, cn=ADMIN_USER, org=ADMIN_GROUP,
                usage=ExtendedKeyUsageOID.CLIENT_AUTH, sans=set())
+    if not pki.kubelet_client_cert.exists():
+        _issue(pki.kubelet_client_cert, pki.kubelet_client_key, ca_cert, ca_key, cn="podvisor-apiserver",
+               org=ADMIN_GROUP, usage=ExtendedKeyUsageOID.CLIENT_AUTH, sans=set())
     if not pki.admin_token_file.exists():
         _write_private(pki.admin_token_file, secrets.token_urlsafe(32) + "\n")
     if not pki.token_file.exists():
         _write_private(pki.token_file, f'{pki.admin_token},{ADMIN_USER},{ADMIN_USER},"{ADMIN_GROUP}"\n')
     return pki
+
+
+def issue_node_serving_cert(pki: ClusterPKI, node_name: str, *, sans: list[str]) -> tuple[Path, Path]:
+    """The serving certificate of a node agent's HTTPS endpoint (logs/exec/port-forward), signed by
+    the cluster CA so the API server verifies it; made once per node and reused."""
+    cert_path = pki.dir / f"node-{node_name}.crt"
+    key_path = pki.dir / f"node-{node_name}.key"
+    wanted = _normalise_sans(sans) | {node_name}
+    if not cert_path.exists() or not wanted <= _cert_sans(cert_path):
+        ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+        _issue(cert_path, key_path, ca_cert, ca_key, cn=f"system:node:{node_name}", org="system:nodes",
+               usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=wanted)
+    return cert_path, key_path
 
 
 def _normalise_sans(sans: list[str]) -> set[str]:

@@ -110,6 +110,7 @@ class _APIComponent:
         authn = Authenticator.from_files(token_file=pki.token_file, client_ca=pki.ca_cert)
         self.server = APIServer(self.registry, host=self.host, port=self.port, ssl_context=ssl_ctx,
                                 authenticator=authn, storage=self.storage)
+        self.server.set_streaming_backend(self._node_proxy(pki))
         try:
             await self.server.start()
         except OSError as exc:
@@ -118,6 +119,25 @@ class _APIComponent:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         self.url = f"https://{host}:{self.port}"
+
+    def _node_proxy(self, pki: Any) -> Any:
+        """logs/exec/attach/port-forward go to the pod's node agent over HTTPS, as to a kubelet."""
+        import ssl
+
+        from podvisor.apiserver.errors import NotFoundError
+        from podvisor.streaming.nodeproxy import NodeProxyBackend
+
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        ctx.load_cert_chain(pki.kubelet_client_cert, pki.kubelet_client_key)
+        registry = self.registry
+
+        async def get_node(name: str) -> dict[str, Any] | None:
+            try:
+                return dict(await registry.lookup("", "v1", "nodes").get("", name))
+            except NotFoundError:
+                return None
+
+        return NodeProxyBackend(get_node=get_node, ssl_context=ctx)
 
     async def stop(self) -> None:
         if self.server is not None:
