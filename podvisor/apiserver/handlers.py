@@ -34,6 +34,7 @@ from podvisor.apiserver.errors import (
 )
 from podvisor.apiserver.negotiation import (
     APPLY_PATCH,
+    JSON,
     JSON_PATCH,
     Rendering,
     body_media_type,
@@ -435,6 +436,12 @@ class RESTHandler:
     async def _list(self, store: ResourceStore, info: RequestInfo, request: web.Request) -> web.Response:
         rendering = negotiate(request.headers.get("Accept", ""), "list")
         opts = list_options(request.query, watch=False)
+        list_json = getattr(store, "list_json", None)
+        if list_json is not None and rendering.media_type == JSON and not rendering.convert \
+                and not _query_bool(request.query, "pretty"):
+            encoded = await list_json(info.namespace, opts)  # the stored bytes, passed through
+            if encoded is not None:
+                return respond(None, encoded=encoded)
         body = await store.list(info.namespace, opts)
         if body.get("items") is None:
             body["items"] = []

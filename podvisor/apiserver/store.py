@@ -37,6 +37,7 @@ from podvisor.apiserver.store_core import (
     AdmissionPlugin,
     AdmissionRequest,
     TooLargeResourceVersionError,
+    json_copy,
     object_key,
 )
 from podvisor.apiserver.store_deletes import MAX_CAS_RETRIES, StoreDeletes
@@ -111,7 +112,7 @@ class Store(StoreReads, StoreDeletes):
         generated = bool(m.get("generateName")) and not m.get("name")
         for attempt in range(_NAME_ATTEMPTS if generated else 1):
             try:
-                created = await self._create_once(copy.deepcopy(body), opts, generated=generated)
+                created = await self._create_once(json_copy(body), opts, generated=generated)
             except api.AlreadyExistsError:
                 if not generated or attempt == _NAME_ATTEMPTS - 1:
                     raise
@@ -237,10 +238,11 @@ class Store(StoreReads, StoreDeletes):
         self._set_namespace(namespace, body)
 
         async def replace(_existing: dict[str, Any] | None) -> dict[str, Any]:
-            return copy.deepcopy(body)
+            return json_copy(body)
 
         return await self.guaranteed_update(
-            namespace, name, replace, opts, subresource=subresource, allow_create=self.strategy.allow_create_on_update
+            namespace, name, replace, opts, subresource=subresource, allow_create=self.strategy.allow_create_on_update,
+            reads_current=False,
         )
 
     async def patch(
@@ -316,11 +318,13 @@ class Store(StoreReads, StoreDeletes):
         patch: bool = False,
         apply: bool = False,
         raw: bool = False,
+        reads_current: bool = True,
     ) -> WriteResult:
         """Read, transform, check, compare-and-swap; again on a lost race. ``transform`` gets the
         current object (internal form; None when absent and ``allow_create``) and returns the new one.
         ``raw``: the transform is a subresource's own rule (binding) and replaces the strategy's
-        update preparation and validation."""
+        update preparation and validation. ``reads_current=False``: the transform ignores the object
+        it is given (a full replace), so it gets the stored one uncopied."""
         key = self.key(namespace, name)
         for _ in range(MAX_CAS_RETRIES):
             try:
@@ -343,7 +347,7 @@ class Store(StoreReads, StoreDeletes):
                     continue
                 return WriteResult(self.strategy.to_external(created), 201)
             existing = self._decode_internal(kv)
-            new = await transform(copy.deepcopy(existing))
+            new = await transform(json_copy(existing) if reads_current else existing)
             result = await self._update_existing(
                 key, kv, existing, new, opts, subresource=subresource, patch=patch, apply=apply, raw=raw
             )

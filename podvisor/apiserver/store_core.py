@@ -35,6 +35,7 @@ __all__ = [
     "object_key",
     "int_option",
     "parse_rv",
+    "json_copy",
 ]
 
 
@@ -79,6 +80,24 @@ def int_option(options: dict[str, Any], key: str) -> int | None:
         except (TypeError, ValueError):
             raise api.BadRequestError(f"invalid {key}: {value!r}") from None
     return value
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON-shaped value (dicts, lists, strings, numbers, booleans, null), a few
+    times faster than `copy.deepcopy`, which every write pays more than once. Values of any other
+    type inside are deep-copied the usual way. Unlike `copy.deepcopy`, a sub-object that appears
+    twice is copied twice."""
+    kind = type(value)
+    if kind is dict:
+        return {k: json_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [json_copy(v) for v in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
 
 
 def parse_rv(rv: str) -> int:
@@ -150,7 +169,7 @@ class StoreCore:
     def _incoming(self, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise api.BadRequestError(f"the body of the request was not a {self.resource.kind} object")
-        body = copy.deepcopy(obj)
+        body = json_copy(obj)
         if not isinstance(body.get("metadata"), dict):
             body["metadata"] = {}
         return self.strategy.to_internal(body)

@@ -4,13 +4,15 @@ Lists read one consistent revision: a paged list hands out an opaque ``continue`
 revision and the last key, so every page comes from the same snapshot (410 once history no longer reaches
 it). ``resourceVersion``/``resourceVersionMatch`` follow Kubernetes: unset is a consistent read of the
 latest, ``Exact`` (or a legacy paged list with a version) reads that revision, ``NotOlderThan``/``0``
-serve the latest.
+serve the latest. A plain JSON list without selectors can skip decoding and re-encoding every object
+(`StoreReads.list_json`): the stored bytes pass through with their ``resourceVersion`` spliced in.
 
 Watches from ``resourceVersion`` N stream changes after N; with "" or "0" they first send the current
 objects as synthetic ADDED events. Selector transitions are translated as Kubernetes' cacher does: an
 object that stops matching is DELETED (its previous state, at the event's revision), one that starts
 matching is ADDED. Bookmarks carry the newest revision the watch has seen through; an initial-events-end
-bookmark ends the replay of ``sendInitialEvents``.
+bookmark ends the replay of ``sendInitialEvents``. From the watch cache, a watch drains every event a
+write brought before it waits again, so the stream writes them in one go.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from podvisor.apiserver import errors as api
 from podvisor.apiserver.meta import decode_continue, encode_continue, meta
@@ -32,6 +34,7 @@ from podvisor.apiserver.selectors import (
     parse_label_selector,
 )
 from podvisor.apiserver.store_core import StoreCore, TooLargeResourceVersionError, parse_rv
+from podvisor.apiserver.strategies.base import Strategy
 from podvisor.storage import interface as st
 
 __all__ = ["StoreReads", "INITIAL_EVENTS_END"]
@@ -45,6 +48,8 @@ _CONTINUE_EXPIRED = (
 
 # module-level alias: inside the class ``list`` is the list verb
 _Events = list[dict[str, Any]]
+_T = TypeVar("_T")
+_Items = list[_T]
 
 
 class StoreReads(StoreCore):
@@ -82,6 +87,63 @@ class StoreReads(StoreCore):
 
     async def list(self, namespace: str, opts: ListOptions) -> dict[str, Any]:
         labels, fields = self.selectors(opts)
+        filtering = not labels.empty() or not fields.empty()
+
+        def keep(kv: st.KeyValue) -> dict[str, Any] | None:
+            obj = self._decode_internal(kv)
+            if filtering and not self.matches(obj, labels, fields):
+                return None
+            return self.strategy.to_external(obj)
+
+        items, list_meta = await self._collect(namespace, opts, fields, filtering, keep)
+        return {
+            "kind": f"{self.resource.kind}List",
+            "apiVersion": self.resource.api_version,
+            "metadata": list_meta,
+            "items": items,
+        }
+
+    async def list_json(self, namespace: str, opts: ListOptions) -> bytes | None:
+        """`list`, already encoded as compact JSON, or None when this list needs its objects decoded
+        (selectors to match, or a strategy that converts stored objects).
+
+        Decoding every stored object only to encode it again is most of a list's cost. The stored
+        bytes already are the object as served, less its ``resourceVersion``: when their layout
+        shows ``apiVersion``/``kind`` as served and ``metadata`` at the top level (see `_spliceable`),
+        the version is spliced into ``metadata`` and the bytes pass through. Any other item is
+        decoded and encoded as `list` would. Only the order of keys can differ from `list`'s."""
+        if type(self.strategy).to_external is not Strategy.to_external or type(self).list is not StoreReads.list:
+            return None
+        labels, fields = self.selectors(opts)
+        if not labels.empty() or not fields.empty():
+            return None
+        av, kind = _json_str(self.resource.api_version), _json_str(self.resource.kind)
+        heads = (
+            b'{"apiVersion":' + av + b',"kind":' + kind + b',"metadata":{',
+            b'{"kind":' + kind + b',"apiVersion":' + av + b',"metadata":{',
+        )
+        tail = b',"apiVersion":' + av + b',"kind":' + kind + b"}"
+
+        def keep(kv: st.KeyValue) -> bytes:
+            value = kv.value
+            head = _spliceable(value, heads, tail)
+            if head:
+                version = b'"resourceVersion":"%d"' % kv.mod_revision
+                rest = value[head:]
+                return b"".join((value[:head], version, rest if rest[:1] == b"}" else b"," + rest))
+            return _compact(self.strategy.to_external(self._decode_internal(kv))).encode()
+
+        items, list_meta = await self._collect(namespace, opts, fields, False, keep)
+        envelope = _compact({"kind": f"{self.resource.kind}List", "apiVersion": self.resource.api_version,
+                             "metadata": list_meta})
+        return b"".join((envelope[:-1].encode(), b',"items":[', b",".join(items), b"]}"))
+
+    async def _collect(
+        self, namespace: str, opts: ListOptions, fields: FieldSelector, filtering: bool,
+        keep: Callable[[st.KeyValue], _T | None],
+    ) -> tuple[_Items[_T], dict[str, Any]]:
+        """The items of a list (``keep`` turns each stored key-value into one, or None to skip it)
+        and the list's metadata: one revision, pages of at most ``limit``, a ``continue`` token."""
         namespace = self._narrow(namespace, fields)
         prefix = self.prefix(namespace)
         revision, start_after = self._list_start(opts, prefix)
@@ -91,9 +153,8 @@ class StoreReads(StoreCore):
             current = await self.storage.current_revision()
             if wanted > current:
                 raise _too_large(wanted, current)
-        filtering = not labels.empty() or not fields.empty()
         limit = max(opts.limit, 0)
-        items: list[dict[str, Any]] = []
+        items: _Items[_T] = []
         last_key = ""
         more = False
         while True:
@@ -112,10 +173,10 @@ class StoreReads(StoreCore):
                 raise api.InternalError(str(exc)) from None
             revision = page.revision
             for i, kv in enumerate(page.items):
-                obj = self._decode_internal(kv)
-                if filtering and not self.matches(obj, labels, fields):
+                item = keep(kv)
+                if item is None:
                     continue
-                items.append(self.strategy.to_external(obj))
+                items.append(item)
                 if limit and len(items) >= limit:
                     last_key = kv.key
                     more = i < len(page.items) - 1 or page.more
@@ -126,12 +187,7 @@ class StoreReads(StoreCore):
         list_meta: dict[str, Any] = {"resourceVersion": str(revision)}
         if more and last_key:
             list_meta["continue"] = encode_continue(revision, last_key[len(prefix):])
-        return {
-            "kind": f"{self.resource.kind}List",
-            "apiVersion": self.resource.api_version,
-            "metadata": list_meta,
-            "items": items,
-        }
+        return items, list_meta
 
     def _list_start(self, opts: ListOptions, prefix: str) -> tuple[int, str | None]:
         rv, match = opts.resource_version, opts.resource_version_match
@@ -253,6 +309,50 @@ class StoreReads(StoreCore):
         next_bookmark = time.monotonic() + interval if interval else None
         progress = start
         source = self._storage_watch(prefix, start, fields)
+        nowait = getattr(source, "next_nowait", None)
+        wait = getattr(source, "wait", None)
+        try:
+            if nowait is not None and wait is not None:
+                # The watch cache's cursor: drain whatever is ready without awaiting, so a burst of
+                # events reaches the stream in one step (one write), and wait only when it is empty.
+                while True:
+                    try:
+                        ev = nowait()
+                    except StopAsyncIteration:
+                        return
+                    except st.RevisionCompactedError as exc:
+                        raise api.GoneError(f"too old resource version: {exc.requested} ({exc.oldest})") from None
+                    if ev is not None:
+                        progress = max(progress, ev.revision)
+                        out = self._translate(ev, labels, fields)
+                        if out is not None:
+                            yield out
+                        continue
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        return
+                    if next_bookmark is not None and interval and now >= next_bookmark:
+                        next_bookmark = now + interval
+                        progress = max(progress, _progress_of(source))
+                        yield self._bookmark(progress)
+                    waits = [t - now for t in (deadline, next_bookmark) if t is not None]
+                    await wait(max(min(waits), 0) if waits else None)
+            else:
+                inner = self._watch_iter(source, labels, fields, deadline, interval, next_bookmark, progress)
+                async with contextlib.aclosing(inner):
+                    async for out in inner:
+                        yield out
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _watch_iter(
+        self, source: AsyncIterator[st.WatchEvent], labels: LabelSelector, fields: FieldSelector,
+        deadline: float | None, interval: float | None, next_bookmark: float | None, progress: int,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Any engine's watch iterator, each event awaited in a task so timeouts never cancel it."""
         it = source.__aiter__()
         pending: asyncio.Future[st.WatchEvent] | None = None
         try:
@@ -281,17 +381,49 @@ class StoreReads(StoreCore):
                     return
                 if next_bookmark is not None and interval and now >= next_bookmark:
                     next_bookmark = now + interval
-                    progress = max(progress, int(getattr(source, "progress_revision", 0) or 0))
+                    progress = max(progress, _progress_of(source))
                     yield self._bookmark(progress)
         finally:
             if pending is not None:
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     await pending
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+
+
+def _progress_of(source: object) -> int:
+    """The revision through which a storage watch has seen everything (0 when it cannot tell)."""
+    progress = getattr(source, "progress_revision", None)
+    if callable(progress):
+        progress = progress()
+    return int(progress or 0)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_str(text: str) -> bytes:
+    return _compact(text).encode()
+
+
+def _spliceable(value: bytes, heads: tuple[bytes, ...], tail: bytes) -> int:
+    """Where ``resourceVersion`` goes into this stored object (just inside its ``metadata``), or 0
+    when it cannot be placed without decoding. Stored objects are compact JSON, so a value that
+    opens with ``{"apiVersion":..,"kind":..,"metadata":{`` (or kind first: a body that named them
+    first) or opens with ``{"metadata":{`` and ends with ``,"apiVersion":..,"kind":..}`` (a body
+    that left them to the server, which appends them) has them at the top level, as served. A value
+    that holds ``"resourceVersion"`` anywhere is decoded instead (the decoded path replaces it)."""
+    if b'"resourceVersion"' in value:
+        return 0
+    for head in heads:
+        if value.startswith(head):
+            return len(head)
+    if value.startswith(_METADATA_FIRST) and value.endswith(tail):
+        return len(_METADATA_FIRST)
+    return 0
+
+
+_METADATA_FIRST = b'{"metadata":{'
 
 
 def _too_large(wanted: int, current: int) -> TooLargeResourceVersionError:

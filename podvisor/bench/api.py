@@ -20,9 +20,9 @@ import statistics
 import tempfile
 import time
 import uuid
-from functools import partial
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +124,34 @@ async def _check(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     return dict(json.loads(body))
 
 
+_MODIFIED = b'{"type":"MODIFIED",'
+_RV = b'"resourceVersion":"'
+
+
+def _modified_rv(line: bytes) -> str | None:
+    """The resourceVersion of a MODIFIED event line, None for any other event.
+
+    The watchers must not be the bottleneck they measure: a full ``json.loads`` of every line costs
+    more than the server spends sending it. The server writes ``{"type":"MODIFIED","object":{...}}``
+    with compact separators and the bench's ConfigMaps carry no other ``resourceVersion`` than their
+    metadata's, so a prefix test and one search find it; any line of another shape is decoded fully."""
+    if line.startswith(_MODIFIED):
+        start = line.find(_RV)
+        end = line.find(b'"', start + len(_RV)) if start >= 0 else -1
+        if end > start + len(_RV):
+            return line[start + len(_RV):end].decode()
+    elif line.startswith(b'{"type":"'):
+        return None  # ADDED, DELETED, BOOKMARK, ERROR
+    ev = json.loads(line)
+    if ev.get("type") == "MODIFIED":
+        return str(ev["object"]["metadata"]["resourceVersion"])
+    return None
+
+
 class _Watchers:
-    """W watch streams on the bench namespace; records when each (name, resourceVersion) arrives."""
+    """W watch streams on the bench namespace; records when each (name, resourceVersion) arrives.
+
+    Arrival is when the chunk holding the event is read off the connection, before any parsing."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, count: int) -> None:
         self.session, self.url, self.count = session, url, count
@@ -135,6 +161,7 @@ class _Watchers:
 
     async def start(self, rv: str) -> None:
         ready = asyncio.Event()
+        arrivals = self.arrivals
 
         async def one() -> None:
             async with self.session.get(self.url, params={"watch": "true", "resourceVersion": rv,
@@ -142,13 +169,15 @@ class _Watchers:
                 self.ready += 1
                 if self.ready == self.count:
                     ready.set()
-                async for line in resp.content:
-                    if not line.strip():
-                        continue
+                rest = b""
+                async for chunk in resp.content.iter_any():
                     now = time.perf_counter()
-                    ev = json.loads(line)
-                    if ev.get("type") == "MODIFIED":
-                        self.arrivals.setdefault(ev["object"]["metadata"]["resourceVersion"], []).append(now)
+                    *lines, rest = (rest + chunk).split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            version = _modified_rv(line)
+                            if version is not None:
+                                arrivals.setdefault(version, []).append(now)
 
         self.tasks = [asyncio.create_task(one()) for _ in range(self.count)]
         if self.count:
@@ -173,11 +202,15 @@ async def _bench_api(args: argparse.Namespace) -> tuple[dict[str, Verb], list[fl
         progress = Progress("bench api", total)
 
         def create(i: int) -> Callable[[], Awaitable[Any]]:
-            return lambda: s.post(base, json={"metadata": {"name": f"cm-{i}", "labels": {"bench": "x"}},
-                                              "data": {"k": "v" * 64}})
+            async def call() -> Any:
+                # read within the timed call, as get and update do: an unread response keeps its
+                # connection, so every create would open (and time) a TLS connection of its own
+                async with s.post(base, json={"metadata": {"name": f"cm-{i}", "labels": {"bench": "x"}},
+                                              "data": {"k": "v" * 64}}) as r:
+                    return await _check(r)
+            return call
 
-        created = await _timed(verbs["create"], [create(i) for i in range(n)], conc, progress)
-        objs = [await _check(r) for r in created]
+        objs = await _timed(verbs["create"], [create(i) for i in range(n)], conc, progress)
         list_rv = objs[-1]["metadata"]["resourceVersion"] if objs else "0"
 
         def get(i: int) -> Callable[[], Awaitable[Any]]:
@@ -188,7 +221,10 @@ async def _bench_api(args: argparse.Namespace) -> tuple[dict[str, Verb], list[fl
 
         await _timed(verbs["get"], [get(i) for i in range(n)], conc, progress)
 
-        watchers = _Watchers(s, base, args.watchers)
+        # the watchers are other clients: their own connections, not the writers' keep-alive pool
+        watch_session = aiohttp.ClientSession(base_url=target.server, headers=target.headers,
+                                              connector=aiohttp.TCPConnector(ssl=target.ssl, limit=0))
+        watchers = _Watchers(watch_session, base, args.watchers)
         await watchers.start(list_rv)
         sent: dict[str, float] = {}
 
@@ -207,6 +243,7 @@ async def _bench_api(args: argparse.Namespace) -> tuple[dict[str, Verb], list[fl
         while time.perf_counter() < deadline and sum(len(v) for v in watchers.arrivals.values()) < len(sent) * args.watchers:
             await asyncio.sleep(0.05)
         await watchers.stop()
+        await watch_session.close()
         delivery = [max(0.0, t - sent[rv]) for rv, ts in watchers.arrivals.items() if rv in sent for t in ts]
         delivered = len(delivery)
 

@@ -15,7 +15,10 @@ Why it looks like this:
   mode with ``synchronous=FULL`` makes each commit durable before any caller hears of it, and a killed
   process leaves either the whole transaction or none of it.
 * **Reads never wait for writes.** Readers use their own connections in a small thread pool; WAL gives
-  each read transaction a snapshot, so a list page and its revision always agree.
+  each read transaction a snapshot, so a list page and its revision always agree. A point read
+  (``get``, a couple of B-tree lookups in cached pages) runs on the event loop's own connection
+  instead: handing it to a thread and back costs several times the read, and every update starts
+  with one. That connection never waits on a lock; should SQLite say busy, the read goes to the pool.
 * **Watches without polling.** After a commit the writer hands the new events to the event loop, which
   fans them out to subscribers. A watch first subscribes, then replays history from SQLite, then
   serves live events, skipping what it already replayed; one that falls too far behind drops its
@@ -139,6 +142,7 @@ class SQLiteStorage:
         self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._loop_conn: sqlite3.Connection | None = None
         self._conns_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._subs: weakref.WeakSet[Subscriber] = weakref.WeakSet()
@@ -174,7 +178,20 @@ class SQLiteStorage:
     # -- the Storage protocol -------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue:
-        return await self._read(self._get_sync, key)
+        # A point read is a couple of B-tree lookups in pages that are almost always cached: done
+        # right here it costs less than handing it to a reader thread (and back), and it never
+        # waits for the writer (WAL). Should SQLite ever report the database busy, the read goes to
+        # a reader thread, which may wait.
+        self._check_open(key)
+        try:
+            row = self._loop_reader().execute(_GET, (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return await self._read(self._get_sync, key)
+        except sqlite3.Error as exc:
+            raise UnavailableError(key, f"sqlite read failed: {exc}") from exc
+        if row is None:
+            raise KeyNotFoundError(key)
+        return KeyValue(key, row[2], row[0], row[1])
 
     async def list(
         self, prefix: str, *, start_after: str | None = None, limit: int = 0, revision: int = 0
@@ -295,6 +312,17 @@ class SQLiteStorage:
             conn.execute("PRAGMA journal_size_limit = 67108864")
         else:
             conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def _loop_reader(self) -> sqlite3.Connection:
+        """The event loop thread's own read connection: never waits on a lock (busy_timeout 0)."""
+        conn = self._loop_conn
+        if conn is None:
+            conn = self._connect(writer=False)
+            conn.execute("PRAGMA busy_timeout = 0")
+            self._loop_conn = conn
+            with self._conns_lock:
+                self._reader_conns.append(conn)
         return conn
 
     def _reader(self) -> sqlite3.Connection:
