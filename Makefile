@@ -2,13 +2,14 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := qemu-system-x86 busybox-static e2fsprogs erofs-utils docker-registry etcd-server skopeo cpio iproute2 curl openssl
+DEB_PACKAGES := qemu-system-x86 busybox-static e2fsprogs erofs-utils docker-registry etcd-server skopeo cpio iproute2 curl openssl gcc libc6-dev lz4
 
 .PHONY: setup up test lint typecheck clean
 
 setup: $(VENV)/.installed .debs-installed
+	$(VENV)/bin/podvisor crx build
 
-.debs-installed:
+.debs-installed: Makefile
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
@@ -17,7 +18,7 @@ setup: $(VENV)/.installed .debs-installed
 	fi
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml .debs-installed
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

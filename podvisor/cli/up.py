@@ -274,14 +274,10 @@ def _write_kubeconfigs(args: argparse.Namespace, data_dir: Path, api: _APICompon
 async def _start_registry(args: argparse.Namespace, data_dir: Path, api: _APIComponent) -> Any:
     if args.registry != "embedded":
         return None
-    try:
-        from podvisor.registry.component import EmbeddedRegistry
-    except ImportError:
-        log.warning("the embedded registry is not available in this build")
-        return None
+    from podvisor.registry.component import EmbeddedRegistry
+
     reg = EmbeddedRegistry(data_dir)
     await reg.start()
-    reg.name = "registry"
     return reg
 
 
@@ -320,11 +316,8 @@ async def _publish_registry(resources: Any, address: str, registry: Any) -> None
 
 
 async def _start_host(args: argparse.Namespace, data_dir: Path) -> Any:
-    try:
-        from podvisor.hostd.component import HostdComponent
-    except ImportError:
-        log.warning("hostd is not available in this build; starting without a host")
-        return None
+    from podvisor.hostd.component import HostdComponent
+
     host = HostdComponent(data_dir, host_name=args.host_name)
     await host.start()
     return host
