@@ -1,0 +1,171 @@
+"""Adapters from the runtime's streams to what `podvisor.streaming` serves.
+
+* `RuntimeExecTarget`: an exec session — the client's stdin and terminal sizes go to the process, its
+  output comes back on stdout/stderr, its exit code ends the session. The process is cancelled when
+  the client goes away.
+* `RuntimePortForward`: a connection to a port inside the pod VM (the guest agent connects to
+  127.0.0.1:port), presented as an asyncio-like reader/writer pair.
+* `LogAttachTarget`: ``kubectl attach`` as far as the guest protocol allows today: the container's
+  output from the moment of attaching (followed from the end of its log), until it exits. The guest
+  agent has no call to join a running container's stdin, so input sent by the client is read and
+  dropped; this is written down as a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from podvisor.spherelet.aio import cancel_and_wait
+from podvisor.spherelet.logs import LogFilter
+from podvisor.spherelet.runtime import ProcessStream, RuntimeFailure, StreamingRuntime
+from podvisor.streaming.target import ExecError, ExitStatus, OutputStream, TerminalSize
+
+__all__ = ["RuntimeExecTarget", "RuntimePortForward", "LogAttachTarget"]
+
+
+class RuntimeExecTarget:
+    def __init__(self, runtime: StreamingRuntime, sandbox_id: str, container_id: str, command: list[str]) -> None:
+        self.runtime, self.sandbox_id, self.container_id, self.command = runtime, sandbox_id, container_id, command
+
+    async def run(self, *, stdin: AsyncIterator[bytes] | None, stdout: OutputStream | None,
+                  stderr: OutputStream | None, tty: bool, resize: AsyncIterator[TerminalSize]) -> ExitStatus:
+        first: TerminalSize | None = None
+        if tty:
+            # kubectl sends the terminal size first; start the process with it if it is there already
+            with contextlib.suppress(TimeoutError, StopAsyncIteration):
+                first = await asyncio.wait_for(resize.__anext__(), 0.2)
+        try:
+            proc = await self.runtime.exec(self.sandbox_id, self.container_id, self.command, tty=tty,
+                                           stdin=stdin is not None, rows=first.height if first else 24,
+                                           cols=first.width if first else 80)
+        except RuntimeFailure as exc:
+            raise ExecError(str(exc)) from exc
+        pumps = [asyncio.ensure_future(self._resize(proc, resize))]
+        if stdin is not None:
+            pumps.append(asyncio.ensure_future(self._stdin(proc, stdin)))
+        try:
+            async for fd, data in proc:
+                out = stderr if fd == 2 and not tty else stdout
+                if out is not None:
+                    await out.write(data)
+            code = await proc.wait()
+            return ExitStatus(code if code is not None else 0)
+        except asyncio.CancelledError:
+            await proc.cancel()
+            raise
+        finally:
+            await cancel_and_wait(pumps)
+
+    @staticmethod
+    async def _stdin(proc: ProcessStream, stdin: AsyncIterator[bytes]) -> None:
+        with contextlib.suppress(RuntimeFailure, ConnectionError):
+            async for chunk in stdin:
+                await proc.write(chunk)
+            await proc.close_input()
+
+    @staticmethod
+    async def _resize(proc: ProcessStream, resize: AsyncIterator[TerminalSize]) -> None:
+        with contextlib.suppress(RuntimeFailure, ConnectionError):
+            async for size in resize:
+                await proc.resize(size.height, size.width)
+
+
+class _Reader:
+    def __init__(self, proc: ProcessStream) -> None:
+        self._it = proc.__aiter__()
+        self._buf = b""
+        self._eof = False
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._buf and not self._eof:
+            try:
+                _, self._buf = await self._it.__anext__()
+            except StopAsyncIteration:
+                self._eof = True
+        if n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+class _Writer:
+    def __init__(self, proc: ProcessStream) -> None:
+        self.proc = proc
+        self._pending = bytearray()
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+
+    async def drain(self) -> None:
+        if self._pending:
+            data, self._pending = bytes(self._pending), bytearray()
+            try:
+                await self.proc.write(data)
+            except RuntimeFailure as exc:
+                raise ConnectionResetError(str(exc)) from exc
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        asyncio.ensure_future(self._eof())
+
+    async def _eof(self) -> None:
+        with contextlib.suppress(RuntimeFailure, ConnectionError):
+            await self.drain()
+            await self.proc.close_input()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            asyncio.ensure_future(self.proc.cancel())
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class RuntimePortForward:
+    def __init__(self, runtime: StreamingRuntime, sandbox_id: str) -> None:
+        self.runtime, self.sandbox_id = runtime, sandbox_id
+
+    async def connect(self, port: int) -> tuple[_Reader, _Writer]:
+        try:
+            proc = await self.runtime.port_forward(self.sandbox_id, port)
+        except RuntimeFailure as exc:
+            raise ConnectionRefusedError(str(exc)) from exc
+        return _Reader(proc), _Writer(proc)
+
+
+class LogAttachTarget:
+    def __init__(self, runtime: StreamingRuntime, sandbox_id: str, container_id: str, log_path: str) -> None:
+        self.runtime, self.sandbox_id, self.container_id, self.log_path = runtime, sandbox_id, container_id, log_path
+
+    async def run(self, *, stdin: AsyncIterator[bytes] | None, stdout: OutputStream | None,
+                  stderr: OutputStream | None, tty: bool, resize: AsyncIterator[TerminalSize]) -> ExitStatus:
+        size = 0
+        async for chunk in self.runtime.read_log(self.sandbox_id, self.container_id, self.log_path, follow=False):
+            size += len(chunk)
+        drain = asyncio.ensure_future(self._drop(stdin)) if stdin is not None else None
+        out_filter, err_filter = LogFilter(), LogFilter()
+        try:
+            async for chunk in self.runtime.read_log(self.sandbox_id, self.container_id, self.log_path, follow=True,
+                                                     offset=size):
+                for line in chunk.splitlines(keepends=True):
+                    is_err = b" stderr " in line[:48]
+                    target = stderr if is_err and stderr is not None else stdout
+                    text = (err_filter if is_err else out_filter).feed(line)
+                    if target is not None and text:
+                        await target.write(text)
+        finally:
+            if drain is not None:
+                drain.cancel()
+        return ExitStatus(0)
+
+    @staticmethod
+    async def _drop(stdin: AsyncIterator[bytes]) -> None:
+        async for _ in stdin:
+            pass
