@@ -232,7 +232,7 @@ async def run_up(args: argparse.Namespace, data_dir: Path) -> int:
             await _publish_registry(api.registry, status["registry"], registry)
 
         if not args.no_host:
-            host = await _start_host(args, data_dir)
+            host = await _start_host(args, data_dir, api, status["registry"])
             if host is not None:
                 components.append(host)
                 status["hosts"].append({"name": args.host_name, "hostd": host.url})
@@ -315,9 +315,68 @@ async def _publish_registry(resources: Any, address: str, registry: Any) -> None
         await store.update("kube-public", "local-registry-hosting", body, opts)
 
 
-async def _start_host(args: argparse.Namespace, data_dir: Path) -> Any:
-    from podvisor.hostd.component import HostdComponent
-
-    host = HostdComponent(data_dir, host_name=args.host_name)
+async def _start_host(args: argparse.Namespace, data_dir: Path, api: _APIComponent, registry: str) -> Any:
+    host = _HostComponent(data_dir, host_name=args.host_name, pki=api.pki, registry=registry,
+                          mirror_flags=list(args.registry_mirror))
     await host.start()
     return host
+
+
+class _HostComponent:
+    """The local host: hostd (the VMs) and the spherelet (the node agent), started and stopped together.
+
+    Stopping leaves the pod VMs running (the kubelet's contract): the next start adopts them."""
+
+    name = "host"
+
+    def __init__(self, data_dir: Path, *, host_name: str, pki: Any, registry: str, mirror_flags: list[str]) -> None:
+        self.data_dir, self.host_name, self.pki = data_dir, host_name, pki
+        self.registry, self.mirror_flags = registry, mirror_flags
+        self.hostd: Any = None
+        self.images: Any = None
+        self.spherelet: Any = None
+
+    @property
+    def url(self) -> str:
+        return str(self.hostd.url) if self.hostd is not None else ""
+
+    async def start(self) -> None:
+        from podvisor.hostd.component import HostdComponent, hostd_paths
+        from podvisor.images.local import local_keychain
+        from podvisor.images.mirrors import default_mirrors
+        from podvisor.images.service import ImageService
+        from podvisor.network.hostnet import HostNetwork
+        from podvisor.pki import issue_node_serving_cert
+        from podvisor.spherelet import Spherelet
+
+        self.hostd = HostdComponent(self.data_dir, host_name=self.host_name)
+        await self.hostd.start()
+        try:
+            mirrors = default_mirrors(self.registry or None, self.mirror_flags)
+        except ValueError as exc:
+            raise UpError(f"--registry-mirror: {exc}") from exc
+        self.images = ImageService(self.data_dir, mirrors=mirrors, keychain=local_keychain(self.data_dir))
+        paths = hostd_paths(self.data_dir)
+        cert = issue_node_serving_cert(self.pki, self.host_name, sans=["127.0.0.1"])
+        data_dir, node = self.data_dir, self.host_name
+        self.spherelet = Spherelet.with_hostd(
+            kubeconfig=data_dir / "kubeconfig", node_name=node, data_dir=data_dir / "spherelet",
+            hostd_url=self.hostd.url, hostd_secret=paths["secret"].read_text().strip(), hostd_cert=paths["cert"],
+            images=self.images,
+            network=lambda cidr: HostNetwork(node, pod_cidr=cidr, state_dir=data_dir / "network"),
+            serving_cert=cert, client_ca=self.pki.ca_cert,
+        )
+        await self.spherelet.start()
+
+    async def stop(self) -> None:
+        if self.spherelet is not None:
+            with contextlib.suppress(Exception):
+                await self.spherelet.stop()
+        if self.images is not None:
+            with contextlib.suppress(Exception):
+                await self.images.close()
+        if self.hostd is not None:
+            await self.hostd.stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.host_name, "hostd": self.url}
