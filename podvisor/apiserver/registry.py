@@ -19,7 +19,12 @@ from podvisor.apiserver.meta import Clock, utc_now
 from podvisor.apiserver.rest import RequestOptions, UserInfo
 from podvisor.apiserver.store import AdmissionPlugin, Store
 from podvisor.apiserver.strategies import StrategyConfig, ip_range, port_range, strategy_for
-from podvisor.apiserver.strategies.admission import deny_host_access
+from podvisor.apiserver.strategies.admission import (
+    CRX_POD_OVERHEAD,
+    CRX_RUNTIME_CLASS,
+    default_runtime_class,
+    deny_host_access,
+)
 from podvisor.apiserver.strategies.misc import Authorizer, allow_all
 from podvisor.schema.model import Resource
 from podvisor.storage.interface import Storage
@@ -37,7 +42,7 @@ __all__ = [
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_NODE_PORTS = (30000, 32767)
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-DEFAULT_ADMISSION: tuple[AdmissionPlugin, ...] = (deny_host_access,)
+DEFAULT_ADMISSION: tuple[AdmissionPlugin, ...] = (deny_host_access, default_runtime_class)
 _SYSTEM_USER = UserInfo(name="system:apiserver", groups=("system:masters",))
 
 
@@ -122,6 +127,13 @@ async def bootstrap(registry: ResourceRegistry, *, api_port: int = 6443, api_add
     namespaces = registry.store("", "namespaces")
     for ns in SYSTEM_NAMESPACES:
         await _create_missing(namespaces, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    await _create_missing(registry.store("node.k8s.io", "runtimeclasses"), "", {
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": CRX_RUNTIME_CLASS, "annotations": {"podvisor.io/default": "true"}},
+        "handler": CRX_RUNTIME_CLASS,
+        "overhead": {"podFixed": dict(CRX_POD_OVERHEAD)},
+    })
     net = ipaddress.ip_network(registry.service_cidr, strict=False)
     cluster_ip = str(net.network_address + 1)
     port = {"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}

@@ -217,4 +217,7 @@ def test_pods_table_and_wide(cluster: Cluster) -> None:
     spec = obj["spec"]
     assert spec["restartPolicy"] == "Always" and spec["containers"][0]["imagePullPolicy"] == "Always"
     assert obj["status"]["phase"] == "Pending"
+    # every pod is a crx VM: the default RuntimeClass and its VM overhead
+    assert spec["runtimeClassName"] == "crx" and spec["overhead"] == {"cpu": "50m", "memory": "64Mi"}
+    assert "crx" in cluster.kubectl("get", "runtimeclass", "-o", "name").stdout
     k(cluster, "delete", "pod", "p", "--wait=true")

@@ -13,7 +13,13 @@ from typing import Any
 from podvisor.apiserver import errors as api
 from podvisor.apiserver.store_core import AdmissionRequest
 
-__all__ = ["deny_host_access", "host_access_violations"]
+__all__ = ["deny_host_access", "host_access_violations", "default_runtime_class", "CRX_RUNTIME_CLASS",
+           "CRX_POD_OVERHEAD"]
+
+# Every pod is a crx VM: the default RuntimeClass, and what its VM costs beyond the containers
+# (guest kernel, init, agent, QEMU). The scheduler charges it, as RuntimeClass overhead is charged.
+CRX_RUNTIME_CLASS = "crx"
+CRX_POD_OVERHEAD = {"cpu": "50m", "memory": "64Mi"}
 
 
 def host_access_violations(spec: Any) -> list[str]:
@@ -54,3 +60,19 @@ async def deny_host_access(req: AdmissionRequest) -> None:
         name=name,
         kind="pods",
     )
+
+
+async def default_runtime_class(req: AdmissionRequest) -> None:
+    """New pods without a runtimeClassName get ``crx`` and, unless stated, its VM overhead
+    (as Kubernetes' RuntimeClass admission fills ``spec.overhead``)."""
+    if req.resource.group != "" or req.resource.plural != "pods" or req.subresource or req.obj is None:
+        return
+    if req.operation != "CREATE":
+        return
+    spec = req.obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if not spec.get("runtimeClassName"):
+        spec["runtimeClassName"] = CRX_RUNTIME_CLASS
+    if spec["runtimeClassName"] == CRX_RUNTIME_CLASS and not spec.get("overhead"):
+        spec["overhead"] = dict(CRX_POD_OVERHEAD)
