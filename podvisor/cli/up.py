@@ -177,6 +177,32 @@ class _SchedulerComponent:
         return {"scheduler": "running" if self.scheduler is not None else "stopped"}
 
 
+def _stable_port(path: Path) -> int:
+    """A loopback port remembered across restarts, so the Node's daemon endpoint (where the API server
+    sends logs/exec) stays right for clients that arrive before the node agent re-registers."""
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+    with contextlib.suppress(OSError, ValueError):
+        port = int(path.read_text())
+        if free(port):
+            return port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n")
+    return port
+
+
 def _lock_data_dir(data_dir: Path) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(data_dir / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -364,7 +390,7 @@ class _HostComponent:
             hostd_url=self.hostd.url, hostd_secret=paths["secret"].read_text().strip(), hostd_cert=paths["cert"],
             images=self.images,
             network=lambda cidr: HostNetwork(node, pod_cidr=cidr, state_dir=data_dir / "network"),
-            serving_cert=cert, client_ca=self.pki.ca_cert,
+            serving_cert=cert, client_ca=self.pki.ca_cert, port=_stable_port(data_dir / "spherelet" / "port"),
         )
         await self.spherelet.start()
 

@@ -41,11 +41,14 @@ class Cluster:
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # the CRX bundle `make setup` built lives in the real user's cache, not in the test's HOME
+        env.setdefault("PODVISOR_CRX_DIR", str(Path.home() / ".cache" / "podvisor" / "crx"))
         env["HOME"] = str(self.home)
         env["KUBECONFIG"] = str(self.kubeconfig)
         return env
 
     def start(self, timeout: float = 60) -> None:
+        (self.data_dir / "up.log").unlink(missing_ok=True)
         log = open(self.data_dir / "up.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [str(PODVISOR), "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
@@ -56,7 +59,8 @@ class Cluster:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"podvisor up exited {self.proc.returncode}: {self.log_tail()}")
-            if self.kubeconfig.exists():
+            # what a user waits for: up prints its summary once every component started
+            if self.kubeconfig.exists() and "Podvisor is up" in self.log_tail(200):
                 r = self.kubectl("get", "--raw", "/readyz", check=False)
                 if r.returncode == 0:
                     return
