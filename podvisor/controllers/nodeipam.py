@@ -176,6 +176,8 @@ class NodeIPAMController:
                 self.occupy(name, c)
             self._waiting.discard(name)
             return True
+        if any(n == name for n in self.used.values()):
+            return True  # we gave it a range already; the cache has not seen that write yet
         net = self.allocate(name)
         if net is None:
             self._waiting.add(name)

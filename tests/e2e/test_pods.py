@@ -38,6 +38,9 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=90s", check=False,
                   timeout=120)
         c.stop()
+        # pod VMs and the pod network outlive `up` by design; a test run leaves none of its own behind
+        subprocess.run(["pkill", "-KILL", "-f", f"qemu-system.*{c.data_dir}"], check=False)
+        subprocess.run(["ip", "netns", "delete", f"pv-{host}"], capture_output=True, check=False)
 
 
 def image(c: Cluster) -> str:
