@@ -4,8 +4,10 @@ Layout under ``DIR/pki/``: ``ca.crt``/``ca.key`` (the cluster CA, 10 years), ``a
 (serving certificate with SANs for every address a client may use: kubectl refuses a CN-only
 certificate), ``admin.crt``/``.key`` (client certificate, CN ``podvisor-admin``, O ``system:masters``:
 the admin kubeconfig authenticates with it), ``admin-token`` (a bearer token for the same user, for
-clients that cannot present certificates, e.g. the registry's token service) and ``tokens.csv`` (the
-static token file the API server reads). Keys are 0600. The serving certificate is re-issued when a
+clients that cannot present certificates, e.g. the registry's token service), ``tokens.csv`` (the
+static token file the API server reads) and ``sa.key``/``sa.pub`` (the service-account signing key,
+EC P-256: the API server signs TokenRequest tokens with it and verifies presented ones against the
+public half; as kube's ``--service-account-signing-key-file``/``--service-account-key-file``). Keys are 0600. The serving certificate is re-issued when a
 new SAN is needed (another ``--listen`` address); the CA and the credentials never change, so old
 kubeconfigs keep working.
 """
@@ -25,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["ClusterPKI", "ensure_cluster_pki", "issue_node_serving_cert", "ADMIN_USER", "ADMIN_GROUP"]
+__all__ = ["ClusterPKI", "ensure_cluster_pki", "issue_node_serving_cert", "self_signed_ca", "key_pem", "write_private",
+           "ADMIN_USER", "ADMIN_GROUP"]
 
 ADMIN_USER = "podvisor-admin"
 ADMIN_GROUP = "system:masters"
@@ -44,6 +47,8 @@ class ClusterPKI:
     token_file: Path
     kubelet_client_cert: Path
     kubelet_client_key: Path
+    service_account_key: Path
+    service_account_pub: Path
 
     @property
     def admin_token(self) -> str:
@@ -67,23 +72,11 @@ def ensure_cluster_pki(data_dir: Path, *, sans: list[str]) -> ClusterPKI:
         token_file=d / "tokens.csv",
         kubelet_client_cert=d / "apiserver-kubelet-client.crt",
         kubelet_client_key=d / "apiserver-kubelet-client.key",
+        service_account_key=d / "sa.key",
+        service_account_pub=d / "sa.pub",
     )
     if not (pki.ca_cert.exists() and pki.ca_key.exists()):
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podvisor-ca")])
-        cert = (
-            _builder(name, name, key, days=3650)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                    key_encipherment=False, data_encipherment=False, key_agreement=False,
-                    encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
+        key, cert = self_signed_ca("podvisor-ca")
         _write_key(pki.ca_key, key)
         _write_cert(pki.ca_cert, cert)
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
@@ -105,7 +98,66 @@ def ensure_cluster_pki(data_dir: Path, *, sans: list[str]) -> ClusterPKI:
         _write_private(pki.admin_token_file, secrets.token_urlsafe(32) + "\n")
     if not pki.token_file.exists():
         _write_private(pki.token_file, f'{pki.admin_token},{ADMIN_USER},{ADMIN_USER},"{ADMIN_GROUP}"\n')
+    if not pki.service_account_key.exists():
+        _write_key(pki.service_account_key, ec.generate_private_key(ec.SECP256R1()))
+        pki.service_account_pub.unlink(missing_ok=True)  # a new key: its public half follows
+    if not pki.service_account_pub.exists():
+        sa_key = serialization.load_pem_private_key(pki.service_account_key.read_bytes(), password=None)
+        pub = sa_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        _write_cert(pki.service_account_pub, pub)
     return pki
+
+
+def self_signed_ca(
+    common_name: str, *, sans: tuple[str, ...] = (), path_length: int | None = None, days: int = 3650,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new P-256 key and a self-signed CA certificate for it: the root of the cluster CA, and the
+    single-purpose roots hostd (its serving certificate, pinned by clients) and the registry's token
+    signer use. ``sans`` (IP addresses or DNS names) make it usable as a serving certificate too."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        _builder(name, name, key, days=days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(set(sans))), critical=False)
+    return key, builder.sign(key, hashes.SHA256())
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write atomically (temp file, fsync, rename) with ``mode`` from the first byte on."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _general_names(sans: set[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for s in sorted(sans):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(s)))
+        except ValueError:
+            names.append(x509.DNSName(s))
+    return names
 
 
 def issue_node_serving_cert(pki: ClusterPKI, node_name: str, *, sans: list[str]) -> tuple[Path, Path]:
@@ -152,13 +204,7 @@ def _issue(
     builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     if sans:
-        names: list[x509.GeneralName] = []
-        for s in sorted(sans):
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(s)))
-            except ValueError:
-                names.append(x509.DNSName(s))
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(sans)), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write_key(key_path, key)
     _write_cert(cert_path, cert)
@@ -182,9 +228,9 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     _write_private(path, pem.decode())
 
 
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
+def _write_cert(path: Path, cert: x509.Certificate | bytes) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tmp.write_bytes(cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.PEM))
     os.replace(tmp, path)
 
 

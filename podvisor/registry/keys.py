@@ -11,9 +11,7 @@ registry then verifies our signature with nothing else configured. ES256 signatu
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from cryptography.x509.oid import NameOID
+
+from podvisor.pki import key_pem, self_signed_ca, write_private
 
 __all__ = ["SigningKey", "b64url", "b64url_decode"]
 
@@ -55,29 +54,9 @@ class SigningKey:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             if isinstance(key, ec.EllipticCurvePrivateKey):
                 return cls(key, cert, cert_path)
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podvisor registry token signer")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=False, content_commitment=False,
-                              key_encipherment=False, data_encipherment=False, key_agreement=False,
-                              encipher_only=False, decipher_only=False),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        key, cert = self_signed_ca("podvisor registry token signer")
+        write_private(key_path, key_pem(key))
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return cls(key, cert, cert_path)
 
     def sign_jwt(self, claims: dict[str, Any]) -> str:
@@ -101,12 +80,3 @@ class SigningKey:
         return claims
 
 
-def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
