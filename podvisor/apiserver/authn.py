@@ -1,9 +1,15 @@
 """Who is asking, and may they: authentication and the authorization seam.
 
-Two ways in, as a kube-apiserver configured with a static token file and a client CA:
+Three ways in, as a kube-apiserver configured with a static token file, a client CA and a
+service-account key:
 
 - ``Authorization: Bearer <token>`` checked against a token file (CSV lines
   ``token,user,uid,"group1,group2"``, the format of kube's ``--token-auth-file``);
+- ``Authorization: Bearer <jwt>``, a service account token this cluster signed (TokenRequest):
+  `ServiceAccountAuthenticator` checks its signature, times and audience, and that the account, and
+  the pod or secret it is bound to, still exist with the uids it names. The user is
+  ``system:serviceaccount:<ns>:<name>`` in groups ``system:serviceaccounts`` and
+  ``system:serviceaccounts:<ns>``;
 - an X.509 client certificate, verified by the TLS layer against the cluster CA (the server's SSL
   context asks for one but does not require it); CN is the user name, each O a group.
 
@@ -14,6 +20,11 @@ anonymous; they may read only `PUBLIC_PATHS` (health and version, what kube's
 ``system:public-info-viewer`` role grants), everything else answers 401 so kubectl prints "You must
 be logged in to the server".
 
+Authentication is synchronous (the HTTP layer asks once per request, before anything else), so the
+existence checks read local maps kept current by watches on the registry, as kube's validator reads
+informer caches: `Authenticator.start` lists and watches ServiceAccounts, Pods and Secrets, and
+returns once the first lists are in; `Authenticator.stop` ends the watches.
+
 Authorization is a seam only: `Authorizer` is asked once per request with the request's attributes;
 `AllowAuthenticated` lets every authenticated user do everything (RBAC comes later).
 `access_review_authorizer` hands the same authorizer to the registry, so SelfSubjectAccessReviews
@@ -22,24 +33,42 @@ Authorization is a seam only: `Authorizer` is asked once per request with the re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import hashlib
 import io
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from podvisor.apiserver.errors import ForbiddenError, UnauthorizedError
-from podvisor.apiserver.rest import UserInfo
+from podvisor.apiserver.errors import ForbiddenError, GoneError, UnauthorizedError
+from podvisor.apiserver.meta import parse_time
+from podvisor.apiserver.rest import ListOptions, ResourceStore, UserInfo
+from podvisor.apiserver.strategies.sa_tokens import (
+    DEFAULT_AUDIENCES,
+    DEFAULT_ISSUER,
+    LEEWAY_SECONDS,
+    SERVICE_ACCOUNTS_GROUP,
+    InvalidToken,
+    ObjectRef,
+    TokenClaims,
+    TokenVerifier,
+    load_public_keys,
+)
 
 __all__ = [
     "ANONYMOUS",
     "PUBLIC_PATHS",
     "Attributes",
     "Authenticator",
+    "ServiceAccountAuthenticator",
+    "StoreLookup",
     "Authorizer",
     "AllowAuthenticated",
     "access_review_authorizer",
@@ -48,6 +77,8 @@ __all__ = [
     "is_public_path",
     "parse_token_file",
 ]
+
+log = logging.getLogger("podvisor.apiserver.authn")
 
 AUTHENTICATED_GROUP = "system:authenticated"
 ANONYMOUS = UserInfo(name="system:anonymous", groups=("system:unauthenticated",))
@@ -118,21 +149,51 @@ class Authenticator:
         tokens: Mapping[str, UserInfo] | None = None,
         client_certs: bool = True,
         token_file: Path | None = None,
+        service_accounts: ServiceAccountAuthenticator | None = None,
     ) -> None:
         self._tokens: dict[bytes, UserInfo] = {}
         self._client_certs = client_certs
         self._token_file = token_file
+        self.service_accounts = service_accounts
         if tokens:
             self.add_tokens(tokens)
         if token_file is not None:
             self.reload()
 
     @classmethod
-    def from_files(cls, *, token_file: Path | None = None, client_ca: Path | None = None) -> Authenticator:
+    def from_files(
+        cls,
+        *,
+        token_file: Path | None = None,
+        client_ca: Path | None = None,
+        service_account_key_files: Sequence[Path] = (),
+        registry: StoreLookup | None = None,
+        service_account_issuer: str = DEFAULT_ISSUER,
+        api_audiences: Sequence[str] = DEFAULT_AUDIENCES,
+    ) -> Authenticator:
         """The usual server set-up: a static token file and, when the server has a client CA,
         client certificates. ``client_ca`` only switches certificate authentication on: the CA itself
-        is loaded into the SSL context (`make_server_ssl_context`)."""
-        return cls(token_file=token_file, client_certs=client_ca is not None)
+        is loaded into the SSL context (`make_server_ssl_context`). With ``service_account_key_files``
+        (public keys, kube's ``--service-account-key-file``) and the ``registry`` to check accounts
+        against, service account tokens from ``service_account_issuer`` for ``api_audiences`` are
+        accepted too; call `start` before serving."""
+        service_accounts = None
+        if service_account_key_files:
+            if registry is None:
+                raise ValueError("service account tokens need the registry: accounts are checked against it")
+            verifier = TokenVerifier(load_public_keys(service_account_key_files), issuers=(service_account_issuer,),
+                                     audiences=api_audiences)
+            service_accounts = ServiceAccountAuthenticator(verifier, registry)
+        return cls(token_file=token_file, client_certs=client_ca is not None, service_accounts=service_accounts)
+
+    async def start(self) -> None:
+        """Start what token checks need (the service-account watches); returns once they are synced."""
+        if self.service_accounts is not None:
+            await self.service_accounts.start()
+
+    async def stop(self) -> None:
+        if self.service_accounts is not None:
+            await self.service_accounts.stop()
 
     def add_tokens(self, tokens: Mapping[str, UserInfo]) -> None:
         for token, user in tokens.items():
@@ -162,10 +223,153 @@ class Authenticator:
             if scheme.lower() != "bearer" or not token:
                 raise UnauthorizedError("Unauthorized")
             user = self._tokens.get(_digest(token))
+            if user is None and self.service_accounts is not None:
+                user = self.service_accounts.authenticate_token(token)
             if user is None:
                 raise UnauthorizedError("Unauthorized")
             return _with_authenticated(user)
         return None
+
+
+_INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+class StoreLookup(Protocol):
+    """The part of `podvisor.apiserver.rest.Registry` token checks use."""
+
+    def lookup(self, group: str, version: str, plural: str) -> ResourceStore | None: ...
+
+
+class _Presence:
+    """(namespace, name) -> (uid, deletion time) of every object of one resource, kept current by a
+    watch through the registry: a relist replaces the map only once its initial events are all in,
+    so lookups never see a half-filled one."""
+
+    def __init__(self, store: ResourceStore, *, retry_delay: float) -> None:
+        self.store = store
+        self.objects: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self.synced = asyncio.Event()
+        self._retry_delay = retry_delay
+
+    def get(self, namespace: str, name: str) -> tuple[str, float | None] | None:
+        return self.objects.get((namespace, name))
+
+    @staticmethod
+    def _entry(meta: dict[str, Any]) -> tuple[str, float | None]:
+        deleted = parse_time(meta.get("deletionTimestamp"))
+        return str(meta.get("uid") or ""), deleted.timestamp() if deleted is not None else None
+
+    async def run(self) -> None:
+        rv = ""
+        while True:
+            fresh: dict[tuple[str, str], tuple[str, float | None]] | None = None if rv else {}
+            opts = (ListOptions(resource_version=rv, allow_bookmarks=True) if rv
+                    else ListOptions(send_initial_events=True, allow_bookmarks=True))
+            try:
+                async for ev in self.store.watch("", opts):
+                    typ = ev.get("type")
+                    m = (ev.get("object") or {}).get("metadata") or {}
+                    if typ == "BOOKMARK":
+                        if fresh is not None and (m.get("annotations") or {}).get(_INITIAL_EVENTS_END) == "true":
+                            self.objects, fresh = fresh, None
+                            self.synced.set()
+                        if fresh is None:
+                            rv = str(m.get("resourceVersion") or rv)
+                        continue
+                    target = fresh if fresh is not None else self.objects
+                    key = (str(m.get("namespace") or ""), str(m.get("name") or ""))
+                    if typ == "DELETED":
+                        target.pop(key, None)
+                    elif typ in ("ADDED", "MODIFIED"):
+                        target[key] = self._entry(m)
+                    if fresh is None:
+                        rv = str(m.get("resourceVersion") or rv)
+            except GoneError:
+                rv = ""
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # storage trouble: keep what we know, try again
+                log.info("watching %s for token checks: %s; retrying", self.store.resource.plural, exc)
+            if fresh is not None:
+                rv = ""  # the initial list broke off: list again
+            await asyncio.sleep(self._retry_delay)
+
+
+class ServiceAccountAuthenticator:
+    """Accepts the service account tokens ``verifier`` verifies, as long as the account (and the pod
+    or secret the token is bound to) still exists with the uid the token names; a deletion counts
+    once it is older than the leeway, as in kube."""
+
+    def __init__(self, verifier: TokenVerifier, registry: StoreLookup, *, clock: Callable[[], float] = time.time,
+                 retry_delay: float = 1.0) -> None:
+        self.verifier = verifier
+        self.clock = clock
+        self._presence: dict[str, _Presence] = {}
+        for plural in ("serviceaccounts", "pods", "secrets"):
+            store = registry.lookup("", "v1", plural)
+            if store is not None:
+                self._presence[plural] = _Presence(store, retry_delay=retry_delay)
+        if "serviceaccounts" not in self._presence:
+            raise ValueError("the registry does not serve serviceaccounts")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def synced(self) -> bool:
+        return all(p.synced.is_set() for p in self._presence.values())
+
+    async def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(p.run(), name=f"token-authn-{plural}")
+                           for plural, p in self._presence.items()]
+        await asyncio.gather(*(p.synced.wait() for p in self._presence.values()))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def authenticate_token(self, token: str) -> UserInfo | None:
+        """The account ``token`` authenticates; None when it is not a service account token of ours.
+        Raises `UnauthorizedError` for one of ours that does not (the reason goes to the log)."""
+        now = self.clock()
+        try:
+            claims = self.verifier.verify(token, now=now)
+            if claims is None:
+                return None
+            self._check_live(claims, now)
+        except InvalidToken as exc:
+            log.info("service account token refused: %s", exc)
+            raise UnauthorizedError("Unauthorized") from None
+        ns = claims.namespace
+        return UserInfo(name=claims.username, uid=claims.service_account.uid,
+                        groups=(SERVICE_ACCOUNTS_GROUP, f"{SERVICE_ACCOUNTS_GROUP}:{ns}", AUTHENTICATED_GROUP))
+
+    def _check_live(self, claims: TokenClaims, now: float) -> None:
+        if not self.synced:
+            raise InvalidToken("service accounts are not known yet (the API server is starting)")
+        deleted_before = now - LEEWAY_SECONDS
+        ns, sa = claims.namespace, claims.service_account
+        found = self._presence["serviceaccounts"].get(ns, sa.name)
+        if found is None or (found[1] is not None and found[1] < deleted_before):
+            raise InvalidToken(f"service account {ns}/{sa.name} has been deleted")
+        if found[0] != sa.uid:
+            raise InvalidToken(f"service account UID ({found[0]}) does not match claim ({sa.uid})")
+        bound: list[tuple[str, ObjectRef]] = []
+        if claims.secret is not None:
+            bound.append(("secrets", claims.secret))
+        if claims.pod is not None:
+            bound.append(("pods", claims.pod))
+        for plural, ref in bound:
+            presence = self._presence.get(plural)
+            obj = presence.get(ns, ref.name) if presence is not None else None
+            if obj is None or (obj[1] is not None and obj[1] < deleted_before):
+                raise InvalidToken(f"service account token has been invalidated: bound {plural} {ns}/{ref.name} is gone")
+            if obj[0] != ref.uid:
+                raise InvalidToken(f"{plural} UID ({obj[0]}) does not match service account token claim ({ref.uid})")
 
 
 @dataclass(frozen=True, slots=True)

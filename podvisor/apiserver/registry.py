@@ -18,14 +18,17 @@ from podvisor.apiserver import errors as api
 from podvisor.apiserver.meta import Clock, utc_now
 from podvisor.apiserver.rest import RequestOptions, UserInfo
 from podvisor.apiserver.store import AdmissionPlugin, Store
-from podvisor.apiserver.strategies import StrategyConfig, ip_range, port_range, strategy_for
+from podvisor.apiserver.strategies import Strategy, StrategyConfig, ip_range, port_range, strategy_for
 from podvisor.apiserver.strategies.admission import (
     CRX_POD_OVERHEAD,
     CRX_RUNTIME_CLASS,
     default_runtime_class,
     deny_host_access,
 )
+from podvisor.apiserver.strategies.core import ServiceAccountStrategy
 from podvisor.apiserver.strategies.misc import Authorizer, allow_all
+from podvisor.apiserver.strategies.sa_tokens import TokenIssuer
+from podvisor.apiserver.strategies.token_request import TokenRequestHandler
 from podvisor.schema.model import Resource
 from podvisor.storage.interface import Storage
 
@@ -79,10 +82,12 @@ async def build_registry(
     clock: Clock = utc_now,
     bookmark_interval: float = 60.0,
     indexed_fields: frozenset[str] = frozenset(),
+    token_issuer: TokenIssuer | None = None,
 ) -> ResourceRegistry:
     """A store for every resource (the schema's by default). ``indexed_fields`` names the field
     selectors the storage's watch cache indexes (e.g. ``{"spec.nodeName"}``), so watches on them are
-    narrowed by the cache."""
+    narrowed by the cache. With ``token_issuer`` (the cluster's service-account signing key),
+    ``serviceaccounts/<name>/token`` issues tokens; without it that subresource answers 404."""
     if resources is None:
         from podvisor.schema import resources as schema_resources
 
@@ -92,10 +97,19 @@ async def build_registry(
         node_ports=port_range(storage, *node_ports),
         authorizer=authorizer,
     )
+
+    def core_store(plural: str) -> Store:
+        return registry.store("", plural)  # bound objects of a TokenRequest, once the registry exists
+
+    def strategy(r: Resource) -> Strategy:
+        if token_issuer is not None and (r.group, r.plural) == ("", "serviceaccounts"):
+            return ServiceAccountStrategy(r, tokens=TokenRequestHandler(token_issuer, objects=core_store))
+        return strategy_for(r, config)
+
     stores = [
         Store(
             r,
-            strategy_for(r, config),
+            strategy(r),
             storage,
             admission=admission,
             clock=clock,
@@ -104,7 +118,8 @@ async def build_registry(
         )
         for r in resources
     ]
-    return ResourceRegistry(stores, service_cidr=service_cidr)
+    registry = ResourceRegistry(stores, service_cidr=service_cidr)
+    return registry
 
 
 async def _create_missing(store: Store, namespace: str, obj: dict[str, Any]) -> None:

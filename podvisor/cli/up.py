@@ -86,12 +86,14 @@ class _APIComponent:
         self.server: Any = None
         self.storage: Any = None
         self.registry: Any = None
+        self.authn: Any = None
         self.url = ""
 
     async def start(self) -> None:
         from podvisor.apiserver.authn import Authenticator
         from podvisor.apiserver.registry import bootstrap, build_registry
         from podvisor.apiserver.server import APIServer, make_server_ssl_context
+        from podvisor.apiserver.strategies.sa_tokens import TokenIssuer
         from podvisor.pki import ensure_cluster_pki
         from podvisor.storage.cacher import WatchCache, field_indexer
         from podvisor.storage.sqlite import SQLiteStorage
@@ -103,11 +105,15 @@ class _APIComponent:
         raw = await SQLiteStorage.open(state / "podvisor.db")
         # node agents watch their own pods: index pods by spec.nodeName so each watcher sees only its own
         self.storage = await WatchCache.open(raw, indexer=field_indexer("/registry/core/pods/", "spec.nodeName"))
-        self.registry = await build_registry(self.storage, indexed_fields=frozenset({"spec.nodeName"}))
+        self.registry = await build_registry(self.storage, indexed_fields=frozenset({"spec.nodeName"}),
+                                             token_issuer=TokenIssuer.from_key_file(pki.service_account_key))
         advertise = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         await bootstrap(self.registry, api_port=self.port, api_address=advertise)
         ssl_ctx = make_server_ssl_context(pki.serving_cert, pki.serving_key, pki.ca_cert)
-        authn = Authenticator.from_files(token_file=pki.token_file, client_ca=pki.ca_cert)
+        authn = Authenticator.from_files(token_file=pki.token_file, client_ca=pki.ca_cert, registry=self.registry,
+                                         service_account_key_files=[pki.service_account_pub])
+        await authn.start()  # service-account token checks read watched state: synced before serving
+        self.authn = authn
         self.server = APIServer(self.registry, host=self.host, port=self.port, ssl_context=ssl_ctx,
                                 authenticator=authn, storage=self.storage)
         self.server.set_streaming_backend(self._node_proxy(pki))
@@ -142,6 +148,8 @@ class _APIComponent:
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop()
+        if self.authn is not None:
+            await self.authn.stop()
         if self.storage is not None:
             await self.storage.close()
 

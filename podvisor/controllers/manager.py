@@ -15,6 +15,7 @@ from podvisor.client import APIClient, load_kubeconfig
 from podvisor.controllers.garbagecollector import GarbageCollector
 from podvisor.controllers.namespace import NamespaceController
 from podvisor.controllers.nodeipam import NodeIPAMController
+from podvisor.controllers.serviceaccount import ServiceAccountController
 
 __all__ = ["ControllerManager", "Loop"]
 
@@ -42,6 +43,7 @@ class ControllerManager:
             NamespaceController(self.client),
             GarbageCollector(self.client),
             NodeIPAMController(self.client, cluster_cidr=self.cluster_cidr),
+            ServiceAccountController(self.client),
         ]
         try:
             for loop in candidates:

@@ -5,6 +5,8 @@ Namespaces follow Kubernetes' lifecycle: created ``Active`` with the ``kubernete
 controller empties them and removes the finalizer through ``/finalize``, which removes the namespace.
 ``default``, ``kube-system`` and ``kube-public`` may not be deleted.
 
+ServiceAccounts serve the ``token`` subresource when the API server can sign tokens.
+
 ConfigMaps and Secrets check their keys, their 1 MiB size and ``immutable: true``; Secrets merge
 ``stringData`` into ``data`` and check the fields their ``type`` requires.
 """
@@ -20,8 +22,9 @@ from typing import Any
 
 from podvisor.apiserver import errors as api
 from podvisor.apiserver.meta import format_time, meta
-from podvisor.apiserver.strategies.base import Context, Strategy, field_value, set_default
+from podvisor.apiserver.strategies.base import Context, Strategy, SubresourceHandler, field_value, set_default
 from podvisor.apiserver.validation import FieldErrors, config_key_errors, port_errors, qualified_name_errors
+from podvisor.schema.model import Resource
 
 __all__ = [
     "NamespaceStrategy",
@@ -215,7 +218,17 @@ class SecretStrategy(Strategy):
 
 
 class ServiceAccountStrategy(Strategy):
+    """ServiceAccounts are plain objects; with a ``tokens`` handler (the API server has a signing key)
+    they also serve ``serviceaccounts/<name>/token`` (`podvisor.apiserver.strategies.token_request`)."""
+
     tracks_generation = False
+
+    def __init__(self, resource: Resource, *, tokens: SubresourceHandler | None = None) -> None:
+        super().__init__(resource)
+        self._tokens = tokens
+
+    def subresource_handlers(self) -> dict[str, SubresourceHandler]:
+        return {"token": self._tokens} if self._tokens is not None else {}
 
 
 class EndpointsStrategy(Strategy):
