@@ -8,8 +8,12 @@ verify, QEMU start, kernel boot or restore, init, agent ready, sandbox setup) an
 beyond guest RAM is read from QEMU's smaps while the container runs.
 
 Baseline, in the same run and interleaved with ours so machine load hits both alike: a bare
-``qemu-system-x86_64`` microvm booting the same kernel, with the same command line and memory, into the
-bundle's probe initramfs, whose /init prints one line - timed from spawn to that line.
+``qemu-system-x86_64`` microvm booting the same kernel, with the same command line, memory and TCG
+translation cache size, into the bundle's probe initramfs, whose /init prints one line - timed from
+spawn to that line.
+
+The machine is shared, so wall-clock times wander by a tenth either way; the CPU time QEMU spent up to
+the same points (all its threads) is printed alongside as the steadier measure of the work done.
 
 ratio = median(templated) / median(bare) - the path every pod after the first of its layout takes;
 ratio_cold = median(cold) / median(bare). Goals: templated at most 0.5x, cold within 1.3x, host memory
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -36,7 +41,7 @@ HELP = "VM create -> container first output, against a bare QEMU boot of the sam
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=int, default=3, help="pod VMs (and bare boots) to time (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="pod VMs (and bare boots) to time (default 5)")
     parser.add_argument("--memory-mib", type=int, default=256, help="guest memory of every VM (default 256)")
     parser.add_argument("--crx-dir", type=Path, default=None, help="CRX home (default: as `podvisor crx build`)")
 
@@ -45,31 +50,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return asyncio.run(_run(args))
 
 
-async def _bare_boot(bundle_dir: Path, cmdline: str, memory_mib: int, accel: str) -> float:
+def _qemu_cpu_ms(pid: int) -> float:
+    """CPU time (ms) all of a process's threads have used so far; NaN if it is gone."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return total / 1e6
+
+
+async def _bare_boot(bundle_dir: Path, cmdline: str, memory_mib: int, accel: str, tb_size_mib: int) -> tuple[float, float]:
+    """(seconds, QEMU CPU ms) from spawning a bare QEMU to its /init's line."""
     from podvisor.crx.accel import PROBE_MARKER
     from podvisor.crx.qemu import QEMU_BINARY
 
     argv = [QEMU_BINARY, "-machine", "microvm,acpi=on,x-option-roms=off", "-accel",
-            "tcg,tb-size=16" if accel == "tcg" else "kvm", "-cpu", "max" if accel == "tcg" else "host",
+            f"tcg,tb-size={tb_size_mib}" if accel == "tcg" else "kvm", "-cpu", "max" if accel == "tcg" else "host",
             "-m", f"{memory_mib}M", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
             "-no-reboot", "-serial", "stdio", "-kernel", str(bundle_dir / "kernel"),
             "-initrd", str(bundle_dir / "probe.cpio"), "-append", cmdline]
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    took = float("nan")
+    took = cpu = float("nan")
     try:
         async with asyncio.timeout(60):
             assert proc.stdout is not None
             async for line in proc.stdout:
                 if PROBE_MARKER in line:
                     took = time.monotonic() - started
+                    cpu = _qemu_cpu_ms(proc.pid)
                     break
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
-    return took
+    return took, cpu
 
 
 async def _pod_vm(client: Any, name: str, image: Path, memory_mib: int, mode: str) -> dict[str, Any]:
@@ -89,11 +108,13 @@ async def _pod_vm(client: Any, name: str, image: Path, memory_mib: int, mode: st
         async for _fd, _data in log:
             break
         first_output = time.monotonic()
-        memory = (await client.get_vm(name)).get("hostMemory", {})
+        info = await client.get_vm(name)
+        cpu = _qemu_cpu_ms(int(info.get("qemuPid") or 0)) if info.get("qemuPid") else float("nan")
+        memory = info.get("hostMemory", {})
     finally:
         await agent.close()
     return {"total": first_output - started, "powerOn": powered - started, "container": first_output - powered,
-            "boot": vm.get("boot", {}), "memory": memory, "startMode": vm.get("startMode", "cold")}
+            "boot": vm.get("boot", {}), "memory": memory, "startMode": vm.get("startMode", "cold"), "cpuMs": cpu}
 
 
 def _median(values: list[float]) -> float:
@@ -117,23 +138,27 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="pv-bench-vm-"))
     hostd = HostdComponent(scratch / "data", host_name="bench", crx_dir=crx_dir)
     bare: list[float] = []
+    bare_cpu: list[float] = []
     cold: list[dict[str, Any]] = []
     warm: list[dict[str, Any]] = []
     try:
         image = await make_busybox_image(scratch / "busybox.img")
         await hostd.start()
         accel = await hostd.runtime.accel()
+        tb_size = hostd.runtime.ctx.tb_size_mib
         cmdline = bundle.cmdline + (" " + tcg_kernel_args() if accel == "tcg" else "")
         async with HostdClient.from_data_dir(scratch / "data") as client:
             # one warm-up of each (page cache, QEMU binary), the template, then interleaved timed runs
-            await _bare_boot(bundle.dir, cmdline, args.memory_mib, accel)
+            await _bare_boot(bundle.dir, cmdline, args.memory_mib, accel, tb_size)
             await _pod_vm(client, "warmup", image, args.memory_mib, "cold")
             await client.destroy_vm("warmup")
             await client.build_template({"vcpus": 1, "memoryMiB": args.memory_mib, "nics": 0,
                                          "disks": [{"kind": "image", "readOnly": True},
                                                    {"kind": "ephemeral", "readOnly": False}]})
             for i in range(runs):
-                bare.append(await _bare_boot(bundle.dir, cmdline, args.memory_mib, accel))
+                took, cpu = await _bare_boot(bundle.dir, cmdline, args.memory_mib, accel, tb_size)
+                bare.append(took)
+                bare_cpu.append(cpu)
                 cold.append(await _pod_vm(client, f"cold-{i}", image, args.memory_mib, "cold"))
                 await client.destroy_vm(f"cold-{i}")
                 warm.append(await _pod_vm(client, f"warm-{i}", image, args.memory_mib, "template"))
@@ -159,10 +184,15 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     def memory(runs_: list[dict[str, Any]], key: str) -> float:
         return _median([r["memory"].get(key, float("nan")) / 2**20 for r in runs_])
 
+    bare_cpu_ms = _median(bare_cpu)
+    cold_cpu_ms = _median([float(r["cpuMs"]) for r in cold])
+    warm_cpu_ms = _median([float(r["cpuMs"]) for r in warm])
     rows: list[tuple[Any, ...]] = [
         ("bare QEMU boot to /init (baseline)", bare_s * 1000, "", ""),
         ("pod VM: create -> first output", cold_s * 1000, warm_s * 1000, ""),
         ("  ratio to the bare boot", cold_s / bare_s, warm_s / bare_s, ""),
+        ("QEMU CPU time: bare boot to /init", bare_cpu_ms, "", ""),
+        ("  pod VM to first output (ratio)", cold_cpu_ms / bare_cpu_ms, warm_cpu_ms / bare_cpu_ms, ""),
     ]
     for label, key in (("  bundle verify (parallel to QEMU start)", "verifyMs"), ("  QEMU start", "qemuStartMs"),
                        ("  kernel boot", "kernelBootMs"), ("  restore from template", "restoreMs"),
@@ -174,7 +204,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     rows.append(("  container start -> first output", _median([r["container"] * 1000 for r in cold]),
                  _median([r["container"] * 1000 for r in warm]), ""))
     rows = [tuple("" if isinstance(c, float) and c != c else c for c in row) for row in rows]
-    print_table(f"bench vm: {runs} run(s) each, {accel}, {args.memory_mib} MiB guest (ms)",
+    tcg = f", tb-size {tb_size} MiB" if accel == "tcg" else ""
+    print_table(f"bench vm: {runs} run(s) each, {accel}{tcg}, {args.memory_mib} MiB guest (ms)",
                 ("phase", "cold", "templated", ""), rows)
     print_table("host memory per VM beyond guest RAM (MiB)", ("measure", "cold", "templated"), [
         ("RSS beyond the guest RAM mapping", memory(cold, "beyondGuestBytes"), memory(warm, "beyondGuestBytes")),
@@ -185,6 +216,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": warm_s / bare_s,
         "ratio_meaning": "templated pod VM create->container first output / bare QEMU boot of the same kernel to /init",
         "ratio_cold": cold_s / bare_s,
+        "cpu_ratio_cold": cold_cpu_ms / bare_cpu_ms,
+        "cpu_ratio": warm_cpu_ms / bare_cpu_ms,
+        "qemu_cpu_ms": {"bare": bare_cpu_ms, "cold": cold_cpu_ms, "templated": warm_cpu_ms},
         "bare_boot_s": bare_s,
         "pod_vm_templated_s": warm_s,
         "pod_vm_cold_s": cold_s,
@@ -198,5 +232,6 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "anon_beyond_guest_mib": {"cold": memory(cold, "anonymousBeyondGuestBytes"),
                                   "templated": memory(warm, "anonymousBeyondGuestBytes")},
         "accel": accel,
+        "tb_size_mib": tb_size if accel == "tcg" else None,
         "runs": runs,
     }

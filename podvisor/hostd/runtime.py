@@ -32,7 +32,7 @@ from podvisor.crx.bundle import (
     open_bundle_files,
 )
 from podvisor.crx.client import AgentClient, AgentError
-from podvisor.crx.qemu import QemuError
+from podvisor.crx.qemu import DEFAULT_TB_MIB, QemuError
 from podvisor.hostd.errors import BadRequest, BootFailed, BundleRejected, Conflict, NotFound
 from podvisor.hostd.sizing import GUEST_OVERHEAD_MIB, HOST_OVERHEAD_MIB
 from podvisor.hostd.spec import DiskSpec, NicSpec, SpecError, VMRecord, VMSpec
@@ -76,7 +76,7 @@ class QemuRuntime:
         self._vms: dict[str, VirtualMachine] = {}
         self._accel: str | None = None
         self._accel_lock = asyncio.Lock()
-        tb_size = int(os.environ.get("PODVISOR_TCG_TB_MIB", "16"))
+        tb_size = int(os.environ.get("PODVISOR_TCG_TB_MIB", "") or DEFAULT_TB_MIB)
         self.templates = TemplateStore(root / "templates", enabled=templates, tb_size_mib=tb_size)
         self.ctx = BootContext(bundle_dir=self.crx_dir / "bundle", public_key=None, accel=self._accel_for,
                                templates=self.templates, tb_size_mib=tb_size)

@@ -38,6 +38,7 @@ from podvisor.crx.accel import qemu_version
 from podvisor.crx.bundle import Bundle
 from podvisor.crx.client import AgentClient
 from podvisor.crx.qemu import (
+    DEFAULT_TB_MIB,
     DiskConfig,
     MachineConfig,
     NicConfig,
@@ -113,7 +114,7 @@ async def wait_migration(qmp: QmpClient, *, timeout_s: float = 60.0) -> dict[str
 
 
 class TemplateStore:
-    def __init__(self, root: Path, *, enabled: bool = True, tb_size_mib: int = 16) -> None:
+    def __init__(self, root: Path, *, enabled: bool = True, tb_size_mib: int = DEFAULT_TB_MIB) -> None:
         self.root = root
         self.enabled = enabled
         self.tb_size_mib = tb_size_mib

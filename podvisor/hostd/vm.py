@@ -28,6 +28,7 @@ from podvisor.crx.bundle import Bundle, BundleError, check_digests, load_signed_
 from podvisor.crx.client import AgentClient, AgentError
 from podvisor.crx.protocol import SetupSandbox
 from podvisor.crx.qemu import (
+    DEFAULT_TB_MIB,
     DiskConfig,
     MachineConfig,
     NicConfig,
@@ -53,7 +54,7 @@ class BootContext:
     the template store (None: always cold boot)."""
 
     def __init__(self, *, bundle_dir: Path, public_key: Any, accel: Callable[[Bundle], Awaitable[str]],
-                 tb_size_mib: int = 16, templates: TemplateStore | None = None) -> None:
+                 tb_size_mib: int = DEFAULT_TB_MIB, templates: TemplateStore | None = None) -> None:
         self.bundle_dir = bundle_dir
         self.public_key = public_key
         self.accel = accel

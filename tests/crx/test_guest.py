@@ -154,6 +154,14 @@ async def test_memory_limit_ends_in_oomkilled(agent: AgentClient) -> None:
     assert status["oomKilled"] is True and status["reason"] == "OOMKilled" and status["exitCode"] == 137
 
 
+async def test_cpu_limit_is_applied(agent: AgentClient) -> None:
+    script = "mkdir -p /cg && mount -t cgroup2 none /cg && p=$(cat /proc/self/cgroup) && cat /cg${p#0::}/cpu.max"
+    status, log = await run(agent, "capped", ["sh", "-c", script], resources={"cpuLimitMillis": 250},
+                            capabilities={"add": ["SYS_ADMIN"]})
+    assert status["exitCode"] == 0, log
+    assert lines(log) == ["25000 100000"]
+
+
 async def test_stats_report_containers(agent: AgentClient) -> None:
     await agent.create_container({"containerId": "busy", "image": "img0", "args": ["sleep", "60"]})
     await agent.start_container("busy")

@@ -42,7 +42,12 @@ async def test_inspect_shows_the_hardware(hostd: HostdHarness, vm: dict[str, Any
     async with hostd.client() as client:
         info = await client.get_vm("lifecycle")
         assert [v["id"] for v in await client.list_vms()] == ["lifecycle"]
-        console = await client.console("lifecycle")
+        # the agent's boot line reaches the console once the agent is idle (it is not in the boot's path)
+        for _ in range(100):
+            console = await client.console("lifecycle")
+            if "pv-agent" in console:
+                break
+            await asyncio.sleep(0.1)
     assert info["power"] == "on" and info["vcpus"] == 1 and info["memoryMiB"] == 224
     assert info["qemuPid"] > 0 and pid_alive(info["qemuPid"])
     assert info["uptimeSeconds"] > 0 and info["accel"] in ("kvm", "tcg")

@@ -200,7 +200,13 @@ void h_start_container(uint64_t id, jnode *req)
     mkdir(c->cgroup, 0755);
     long long mem = jgeti(res, "memoryLimitBytes", 0), cpu_m = jgeti(res, "cpuLimitMillis", 0);
     if (mem > 0) { char v[32]; snprintf(v, sizeof(v), "%lld", mem); write_limit(c->cgroup, "memory.max", v); write_limit(c->cgroup, "memory.swap.max", "0"); }
-    if (cpu_m > 0) { char v[64]; snprintf(v, sizeof(v), "%lld 100000", cpu_m * 100); write_limit(c->cgroup, "cpu.max", v); }
+    if (cpu_m > 0) {
+        static int cpu_controller;
+        if (!cpu_controller && write_file("/sys/fs/cgroup/cgroup.subtree_control", "+cpu") == 0) cpu_controller = 1;
+        char v[64];
+        snprintf(v, sizeof(v), "%lld 100000", cpu_m * 100);
+        write_limit(c->cgroup, "cpu.max", v);
+    }
     int ep[2], outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1}, master = -1, slave = -1;
     if (pipe2(ep, O_CLOEXEC)) { reply_err(id, "Internal", "pipe: %s", strerror(errno)); return; }
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);

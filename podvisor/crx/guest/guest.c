@@ -145,8 +145,12 @@ static int mount_disk(const char *id, const char *kind, sb *out, char *err, size
     if (is_eph) {
         load_module_group("quota");
         /* noinit_itable: the host made a sparse image whose unwritten inode tables already read as
-         * zeros, so the kernel need not spend the guest's CPU zeroing them in the background */
-        if (!mount(dev, dir, fs, flags, "prjquota,noinit_itable")) ephemeral_quota = 1;
+         * zeros, so the kernel need not spend the guest's CPU zeroing them in the background;
+         * no_prefetch_block_bitmaps: nor start a thread that reads every group's bitmap while the
+         * first container is being started (mballoc reads the ones it needs) */
+        if (!mount(dev, dir, fs, flags, "prjquota,noinit_itable,no_prefetch_block_bitmaps") ||
+            !mount(dev, dir, fs, flags, "prjquota,noinit_itable"))
+            ephemeral_quota = 1;
         else if (mount(dev, dir, fs, flags, "noinit_itable") && mount(dev, dir, fs, flags, NULL)) {
             snprintf(err, ecap, "mount %s: %s", id, strerror(errno));
             return -1;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #define MAX_WATCHES 512
+#define LATER_IDLE_MS 200 /* how long the agent must be idle before deferred console lines go out */
 
 static watch *watches[MAX_WATCHES];
 static int nwatches;
@@ -256,7 +257,7 @@ void loop_run(int fd)
             if (poll(&pf, 1, 0) >= 0 && !(pf.revents & (POLLHUP | POLLERR))) {
                 connected = 1;
                 idle_polls = 0;
-                logmsg("host connected");
+                logmsg_later("host connected");
             }
         }
         int n = 0;
@@ -268,11 +269,14 @@ void loop_run(int fd)
             order[i] = watches[i];
             pfds[n++] = (struct pollfd){watches[i]->fd, watches[i]->events, 0};
         }
-        int r = poll(pfds, (nfds_t)n, connected ? -1 : idle_polls++ < 400 ? 5 : 50);
+        int timeout = connected ? -1 : idle_polls++ < 400 ? 5 : 50;
+        if (logmsg_pending() && (timeout < 0 || timeout > LATER_IDLE_MS)) timeout = LATER_IDLE_MS;
+        int r = poll(pfds, (nfds_t)n, timeout);
         if (r < 0) {
             if (errno != EINTR) logmsg("poll: %s", strerror(errno));
             continue;
         }
+        if (r == 0 && logmsg_pending()) logmsg_flush();
         if (pfds[0].revents) on_sigchld(sfd);
         if (port_slot >= 0 && pfds[port_slot].revents) on_port(pfds[port_slot].revents);
         for (int i = 0; i < count; i++) {

@@ -60,6 +60,9 @@ const char *sb_cstr(sb *s);
 
 /* ---- util.c ---- */
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void logmsg_later(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* on the next idle moment */
+int logmsg_pending(void);
+void logmsg_flush(void);
 long long now_realtime_ns(void);
 long long now_boottime_ms(void);
 int mkdir_p(const char *path, mode_t mode);

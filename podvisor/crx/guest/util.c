@@ -6,17 +6,48 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static int format_line(char *buf, size_t cap, const char *fmt, va_list ap)
+{
+    int n = snprintf(buf, cap, "pv-agent[%lld]: ", now_boottime_ms());
+    n += vsnprintf(buf + n, cap - (size_t)n - 2, fmt, ap);
+    if (n > (int)cap - 2) n = (int)cap - 2;
+    buf[n++] = '\n';
+    return n;
+}
+
 void logmsg(const char *fmt, ...)
 {
     char buf[1024];
     va_list ap;
-    int n = snprintf(buf, sizeof(buf), "pv-agent[%lld]: ", now_boottime_ms());
     va_start(ap, fmt);
-    n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 2, fmt, ap);
+    int n = format_line(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    if (n > (int)sizeof(buf) - 2) n = (int)sizeof(buf) - 2;
-    buf[n++] = '\n';
     if (write(2, buf, (size_t)n) < 0) { /* nowhere else to say it */ }
+}
+
+/* Lines for the console that nobody waits for (boot progress): written once the agent has been idle for a
+ * moment, so that a cold boot's first container does not wait for the emulated UART. */
+static char later[2048];
+static size_t later_n;
+
+void logmsg_later(const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = format_line(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (later_n + (size_t)n > sizeof(later)) logmsg_flush();
+    memcpy(later + later_n, buf, (size_t)n);
+    later_n += (size_t)n;
+}
+
+int logmsg_pending(void) { return later_n > 0; }
+
+void logmsg_flush(void)
+{
+    if (later_n && write(2, later, later_n) < 0) { }
+    later_n = 0;
 }
 
 long long now_realtime_ns(void)
