@@ -84,6 +84,7 @@ class _APIComponent:
     def __init__(self, data_dir: Path, *, host: str, port: int, sans: list[str]) -> None:
         self.data_dir, self.host, self.port, self.sans = data_dir, host, port, sans
         self.server: Any = None
+        self.components_started = asyncio.Event()
         self.storage: Any = None
         self.registry: Any = None
         self.authn: Any = None
@@ -114,8 +115,11 @@ class _APIComponent:
                                          service_account_key_files=[pki.service_account_pub])
         await authn.start()  # service-account token checks read watched state: synced before serving
         self.authn = authn
+        # /readyz stays false until every component of `up` has started and is published in
+        # status.json, so "ready" means the whole cluster (registry, host) is there, not just the API
         self.server = APIServer(self.registry, host=self.host, port=self.port, ssl_context=ssl_ctx,
-                                authenticator=authn, storage=self.storage)
+                                authenticator=authn, storage=self.storage,
+                                post_start_hooks=[("podvisor-components", self._wait_components)])
         self.server.set_streaming_backend(self._node_proxy(pki))
         try:
             await self.server.start()
@@ -125,6 +129,9 @@ class _APIComponent:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         self.url = f"https://{host}:{self.port}"
+
+    async def _wait_components(self) -> None:
+        await self.components_started.wait()
 
     def _node_proxy(self, pki: Any) -> Any:
         """logs/exec/attach/port-forward go to the pod's node agent over HTTPS, as to a kubelet."""
@@ -271,6 +278,7 @@ async def run_up(args: argparse.Namespace, data_dir: Path) -> int:
                 components.append(host)
                 status["hosts"].append({"name": args.host_name, "hostd": host.url})
         _write_status(data_dir, status)
+        api.components_started.set()
 
         took = time.monotonic() - started_at
         summary = f"Podvisor is up: API {api.url}"
