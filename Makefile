@@ -15,7 +15,8 @@ setup: $(VENV)/.installed .debs-installed
 	  echo "installing Debian packages: $$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	fi; \
+	apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq || sudo apt-get update -qq; }
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml .debs-installed
