@@ -32,6 +32,7 @@ from podvisor.apiserver.errors import (
     RequestEntityTooLargeError,
 )
 from podvisor.apiserver.managedfields import update_managed_fields
+from podvisor.apiserver.strategic import json_kind as _json_kind
 from podvisor.apiserver.strategic import strategic_merge_patch
 
 __all__ = [
@@ -117,20 +118,6 @@ def json_patch(obj: dict[str, Any], ops: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise _not_an_object(doc)
     return doc
-
-
-def _json_kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
 
 
 def _merge(target: Any, patch: Any) -> Any:

@@ -93,7 +93,7 @@ def strategic_merge_patch(
         lookup = registry.struct
     if not isinstance(patch, dict):
         raise BadRequestError(
-            f"json: cannot unmarshal {_json_kind(patch)} into Go value of type map[string]interface {{}}"
+            f"json: cannot unmarshal {json_kind(patch)} into Go value of type map[string]interface {{}}"
         )
     try:
         lookup(struct_name)
@@ -105,7 +105,8 @@ def strategic_merge_patch(
     return result
 
 
-def _json_kind(v: Any) -> str:
+def json_kind(v: Any) -> str:
+    """The JSON type name Go's decoder errors use for a value."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -242,7 +243,7 @@ def _apply_set_element_order(original: dict[str, Any], patch: dict[str, Any], me
         current = original.get(name)
         if name in original and not isinstance(current, list):
             raise BadRequestError(
-                f"expected a list for {name!r}, but the object holds a {_json_kind(current)}"
+                f"expected a list for {name!r}, but the object holds a {json_kind(current)}"
             )
         found_patch = name in patch
         patch_list = patch.get(name)
