@@ -371,12 +371,18 @@ class AgentClient:
             raise
         return stream
 
-    async def attach(self, container_id: str, *, stdin: bool = False) -> Stream:
+    async def attach(self, container_id: str, *, stdin: bool = False, rows: int | None = None,
+                     cols: int | None = None) -> Stream:
         """The container's output as it is produced (fd 1/2; a tty container has only 1) and, with
-        ``stdin``, its standard input (close_input closes it, like Kubernetes' stdinOnce)."""
+        ``stdin``, its standard input: ``write`` feeds it, ``resize`` sizes a tty container's terminal
+        (``rows``/``cols`` set it at once), ``close_input``/``cancel`` end it only for a container
+        created with ``stdinOnce``."""
         stream = self.open_stream()
+        fields: dict[str, Any] = {"stream": stream.id, "containerId": container_id, "stdin": stdin}
+        if rows is not None and cols is not None:
+            fields.update(rows=rows, cols=cols)
         try:
-            await self.call("Attach", stream=stream.id, containerId=container_id, stdin=stdin)
+            await self.call("Attach", **fields)
         except BaseException:
             stream._finish()
             raise

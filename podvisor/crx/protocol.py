@@ -63,7 +63,9 @@ REQUEST_TYPES: dict[str, str] = {
     "Resize": "stream (exec) or containerId (tty container), rows, cols. -> {}",
     "PortForward": "stream, port: a TCP connection to 127.0.0.1:port in the pod. -> {}",
     "ReadLog": "stream, containerId or path, offset, follow: the CRI log bytes. -> {}",
-    "Attach": "stream, containerId, stdin: the container's raw output as produced, and its stdin. -> {}",
+    "Attach": "stream, containerId, stdin, rows?, cols?: the container's raw output as produced and, with stdin, "
+              "Input/CloseInput to its stdin (a pipe, or its pty); Resize by this stream resizes a tty "
+              "container. CloseInput or CancelStream ends the container's stdin only with stdinOnce. -> {}",
     "Stats": "-> timestamp, cpu{usageNs,count}, memory{...}, filesystem{...}, containers[]",
     "Shutdown": "stop everything, sync, power the VM off. -> {}",
     "PrepareTemplate": "unbind the placeholder disks before the VM is saved as a template; they are bound "
@@ -128,8 +130,11 @@ class CreateContainer(TypedDict):
     workingDir: NotRequired[str]
     user: NotRequired[UserSpec]
     mounts: NotRequired[list[MountSpec]]
-    tty: NotRequired[bool]
-    stdin: NotRequired[bool]
+    tty: NotRequired[bool]               # one pty for stdin/stdout/stderr (rows/cols: its first size)
+    stdin: NotRequired[bool]             # keep a stdin open (a pipe, or the pty) for Attach
+    stdinOnce: NotRequired[bool]         # the first attach session closing its stdin closes the container's
+    rows: NotRequired[int]
+    cols: NotRequired[int]
     logPath: NotRequired[str]            # relative to the ephemeral disk; default logs/<id>.log
     resources: NotRequired[ResourcesSpec]
     capabilities: NotRequired[dict[str, list[str]]]  # {"add": [...], "drop": [...]}

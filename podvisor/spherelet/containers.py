@@ -138,6 +138,7 @@ def build_spec(pod: Mapping[str, Any], container: Mapping[str, Any], *, attempt:
         mounts=_mounts(container, volume_sources),
         tty=bool(container.get("tty")),
         stdin=bool(container.get("stdin")),
+        stdin_once=bool(container.get("stdin")) and bool(container.get("stdinOnce")),
         log_path=log_path(name, attempt),
         memory_limit_bytes=mem,
         cpu_limit_millis=cpu,

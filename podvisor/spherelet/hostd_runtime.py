@@ -353,6 +353,8 @@ class HostdRuntime:
     async def create_container(self, sandbox_id: str, spec: ContainerSpec) -> None:
         body: CreateContainer = {"containerId": spec.id, "name": spec.name, "image": spec.image,
                                  "args": list(spec.args), "env": list(spec.env), "tty": spec.tty, "stdin": spec.stdin}
+        if spec.stdin_once:
+            body["stdinOnce"] = True
         if spec.working_dir:
             body["workingDir"] = spec.working_dir
         user: dict[str, Any] = {}
@@ -452,6 +454,12 @@ class HostdRuntime:
                    rows: int = 24, cols: int = 80) -> _Process:
         stream = await self._call(sandbox_id, f"exec in {container_id}",
                                   lambda a: a.exec(container_id, list(args), tty=tty, stdin=stdin, rows=rows, cols=cols))
+        return _Process(stream)
+
+    async def attach(self, sandbox_id: str, container_id: str, *, stdin: bool, rows: int | None = None,
+                     cols: int | None = None) -> _Process:
+        stream = await self._call(sandbox_id, f"attach to {container_id}",
+                                  lambda a: a.attach(container_id, stdin=stdin, rows=rows, cols=cols))
         return _Process(stream)
 
     async def port_forward(self, sandbox_id: str, port: int) -> _Process:

@@ -151,7 +151,8 @@ class ContainerSpec:
     supplemental_groups: tuple[int, ...] = ()
     mounts: tuple[Mount, ...] = ()
     tty: bool = False
-    stdin: bool = False
+    stdin: bool = False                  # keep a stdin open for `kubectl attach -i`
+    stdin_once: bool = False             # ... until the first attach session with stdin ends
     log_path: str = ""                   # relative to the ephemeral disk
     memory_limit_bytes: int = 0
     cpu_limit_millis: int = 0
@@ -285,6 +286,12 @@ class StreamingRuntime(Protocol):
                    rows: int = 24, cols: int = 80) -> ProcessStream: ...
 
     async def port_forward(self, sandbox_id: str, port: int) -> ProcessStream: ...
+
+    async def attach(self, sandbox_id: str, container_id: str, *, stdin: bool, rows: int | None = None,
+                     cols: int | None = None) -> ProcessStream:
+        """Join a running container: its output from now on until it exits and, with ``stdin``, its
+        stdin (``close_input`` ends it only for a ``stdin_once`` container); ``resize`` sizes its tty."""
+        ...
 
     def read_log(self, sandbox_id: str, container_id: str, log_path: str, *, follow: bool,
                  offset: int = 0) -> AsyncIterator[bytes]:

@@ -34,7 +34,7 @@ from aiohttp import web
 from podvisor.spherelet.containers import attempts
 from podvisor.spherelet.logs import LogOptions, log_chunks, parse_time
 from podvisor.spherelet.runtime import StreamingRuntime
-from podvisor.spherelet.streams import LogAttachTarget, RuntimeExecTarget, RuntimePortForward
+from podvisor.spherelet.streams import RuntimeAttachTarget, RuntimeExecTarget, RuntimePortForward
 from podvisor.streaming.serve import serve_exec, serve_log, serve_portforward
 from podvisor.streaming.target import ExecOptions, parse_bool
 
@@ -236,7 +236,7 @@ class StreamingServer:
             opts = self._exec_options(request, name, ())
         except ValueError as exc:
             return _text(400, str(exc))
-        target = LogAttachTarget(self.runtime, handle.sandbox_id, info.id, info.log_path)
+        target = RuntimeAttachTarget(self.runtime, handle.sandbox_id, info.id)
         return await serve_exec(request, target, options=opts)
 
     async def portforward(self, request: web.Request) -> web.StreamResponse:

@@ -5,10 +5,9 @@
   the client goes away.
 * `RuntimePortForward`: a connection to a port inside the pod VM (the guest agent connects to
   127.0.0.1:port), presented as an asyncio-like reader/writer pair.
-* `LogAttachTarget`: ``kubectl attach`` as far as the guest protocol allows today: the container's
-  output from the moment of attaching (followed from the end of its log), until it exits. The guest
-  agent has no call to join a running container's stdin, so input sent by the client is read and
-  dropped; this is written down as a gap.
+* `RuntimeAttachTarget`: ``kubectl attach`` — the container's output from the moment of attaching
+  until it exits, the client's stdin into the container's own stdin (a pipe, or its pty with resize).
+  The client going away ends only this session (and, for a ``stdinOnce`` container, its stdin).
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from podvisor.spherelet.aio import cancel_and_wait
-from podvisor.spherelet.logs import LogFilter
 from podvisor.spherelet.runtime import ProcessStream, RuntimeFailure, StreamingRuntime
 from podvisor.streaming.target import ExecError, ExitStatus, OutputStream, TerminalSize
 
-__all__ = ["RuntimeExecTarget", "RuntimePortForward", "LogAttachTarget"]
+__all__ = ["RuntimeExecTarget", "RuntimePortForward", "RuntimeAttachTarget"]
 
 
 class RuntimeExecTarget:
@@ -140,32 +138,31 @@ class RuntimePortForward:
         return _Reader(proc), _Writer(proc)
 
 
-class LogAttachTarget:
-    def __init__(self, runtime: StreamingRuntime, sandbox_id: str, container_id: str, log_path: str) -> None:
-        self.runtime, self.sandbox_id, self.container_id, self.log_path = runtime, sandbox_id, container_id, log_path
+class RuntimeAttachTarget:
+    def __init__(self, runtime: StreamingRuntime, sandbox_id: str, container_id: str) -> None:
+        self.runtime, self.sandbox_id, self.container_id = runtime, sandbox_id, container_id
 
     async def run(self, *, stdin: AsyncIterator[bytes] | None, stdout: OutputStream | None,
                   stderr: OutputStream | None, tty: bool, resize: AsyncIterator[TerminalSize]) -> ExitStatus:
-        size = 0
-        async for chunk in self.runtime.read_log(self.sandbox_id, self.container_id, self.log_path, follow=False):
-            size += len(chunk)
-        drain = asyncio.ensure_future(self._drop(stdin)) if stdin is not None else None
-        out_filter, err_filter = LogFilter(), LogFilter()
+        first: TerminalSize | None = None
+        if tty:
+            with contextlib.suppress(TimeoutError, StopAsyncIteration):
+                first = await asyncio.wait_for(resize.__anext__(), 0.2)
         try:
-            async for chunk in self.runtime.read_log(self.sandbox_id, self.container_id, self.log_path, follow=True,
-                                                     offset=size):
-                for line in chunk.splitlines(keepends=True):
-                    is_err = b" stderr " in line[:48]
-                    target = stderr if is_err and stderr is not None else stdout
-                    text = (err_filter if is_err else out_filter).feed(line)
-                    if target is not None and text:
-                        await target.write(text)
+            proc = await self.runtime.attach(self.sandbox_id, self.container_id, stdin=stdin is not None,
+                                             rows=first.height if first else None,
+                                             cols=first.width if first else None)
+        except RuntimeFailure as exc:
+            raise ExecError(str(exc)) from exc
+        pumps = [asyncio.ensure_future(RuntimeExecTarget._resize(proc, resize))]
+        if stdin is not None:
+            pumps.append(asyncio.ensure_future(RuntimeExecTarget._stdin(proc, stdin)))
+        try:
+            async for fd, data in proc:
+                out = stderr if fd == 2 and not tty else stdout
+                if out is not None:
+                    await out.write(data)
+            return ExitStatus(0)
         finally:
-            if drain is not None:
-                drain.cancel()
-        return ExitStatus(0)
-
-    @staticmethod
-    async def _drop(stdin: AsyncIterator[bytes]) -> None:
-        async for _ in stdin:
-            pass
+            await cancel_and_wait(pumps)
+            await proc.cancel()

@@ -190,6 +190,48 @@ async def test_attach_to_a_tty_container(agent: AgentClient) -> None:
     assert b"stdout F /dev/pts/0" in log  # a tty's output is logged as stdout lines
 
 
+async def test_container_stdin_outlives_an_attach_unless_stdin_once(agent: AgentClient) -> None:
+    await agent.create_container({"containerId": "reader", "image": "img0", "stdin": True,
+                                  "args": ["sh", "-c", "while read l; do echo got:$l; done; echo eof"]})
+    await agent.start_container("reader")
+    first = await agent.attach("reader", stdin=True)
+    await first.write(b"one\n")
+    assert (await first.__aiter__().__anext__())[1] == b"got:one\n"
+    await first.close_input()   # without stdinOnce this session stops writing; the container's stdin stays open
+    await first.cancel()
+    second = await agent.attach("reader", stdin=True)
+    await second.write(b"two\n")
+    assert (await second.__aiter__().__anext__())[1] == b"got:two\n"
+    await agent.signal_container("reader", signal.SIGKILL)
+    await agent.wait_container("reader", timeout_s=30)
+    # stdinOnce: the first session closing its stdin closes the container's
+    await agent.create_container({"containerId": "once", "image": "img0", "stdin": True, "stdinOnce": True,
+                                  "args": ["sh", "-c", "while read l; do echo got:$l; done; echo eof"]})
+    await agent.start_container("once")
+    stream = await agent.attach("once", stdin=True)
+    await stream.write(b"only\n")
+    await stream.close_input()
+    out, _ = await stream.read_all()   # ends when the container exits
+    assert out == b"got:only\neof\n"
+    assert (await agent.wait_container("once", timeout_s=30))["exitCode"] == 0
+
+
+async def test_attach_stream_resizes_a_tty_container(agent: AgentClient) -> None:
+    await agent.create_container({"containerId": "term", "image": "img0", "args": ["sh"], "tty": True,
+                                  "stdin": True, "stdinOnce": True})
+    await agent.start_container("term")
+    stream = await agent.attach("term", stdin=True, rows=20, cols=70)
+    await stream.write(b"stty size\n")
+    seen = b""
+    chunks = stream.__aiter__()
+    while b"20 70\r\n" not in seen:   # the size given at attach
+        seen += (await asyncio.wait_for(chunks.__anext__(), 30))[1]
+    await stream.resize(41, 99)
+    await stream.write(b"stty size; exit 0\n")
+    out, _ = await stream.read_all()
+    assert b"41 99" in out
+
+
 async def test_volume_size_limit_is_enforced(agent: AgentClient) -> None:
     vol = await agent.create_volume("small", size_limit_bytes=1 << 20)
     mem = await agent.create_volume("ram", medium="Memory", size_limit_bytes=1 << 20)

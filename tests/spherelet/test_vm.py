@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -263,6 +264,32 @@ async def test_follow_attach_and_graceful_delete(vmhost: VMHost) -> None:
     await vmhost.client.delete(PODS, "polite", vmhost.namespace)
     await vmhost.wait_gone("polite", within=100)
     assert time.monotonic() - started < 100   # the container ended on SIGTERM, long before its grace ran out
+
+
+async def test_attach_with_stdin_feeds_the_container(vmhost: VMHost) -> None:
+    await vmhost.create_pod("echoer", [], restartPolicy="Never", containers=[{
+        "name": "app", "image": vmhost.image, "stdin": True, "stdinOnce": True,
+        "command": ["sh", "-c", "while read line; do echo got:$line; done; echo stdin closed"]}])
+    await vmhost.wait_pod("echoer", lambda p: (p.get("status") or {}).get("phase") == "Running", "Running")
+    attached = await vmhost.kubectl("attach", "-i", "echoer", stdin=b"hello\n")
+    assert b"got:hello\n" in attached.stdout                   # input reached the container, output came back
+    # stdinOnce: the attach session closing stdin closed the container's, so its loop ended
+    pod = await vmhost.wait_pod("echoer", lambda p: (p.get("status") or {}).get("phase") == "Succeeded", "Succeeded")
+    assert container_status(pod, "app")["state"]["terminated"]["exitCode"] == 0
+    assert (await vmhost.kubectl("logs", "echoer")).stdout == b"got:hello\nstdin closed\n"
+    await vmhost.client.delete(PODS, "echoer", vmhost.namespace, body={"gracePeriodSeconds": 0})
+    await vmhost.wait_gone("echoer")
+
+
+async def test_kubectl_run_interactive(vmhost: VMHost) -> None:
+    # kubectl run -i creates the pod with stdin (and stdinOnce), waits for it to run, attaches; --rm deletes it
+    # (this control plane runs no scheduler: the override places the pod, as a scheduler would)
+    place = json.dumps({"spec": {"nodeName": vmhost.node}})
+    run = await vmhost.kubectl("run", "asker", "-i", "--rm", "--restart=Never", f"--image={vmhost.image}",
+                               f"--overrides={place}", "--", "sh", "-c", "read name; echo hello $name",
+                               stdin=b"podvisor\n")
+    assert b"hello podvisor\n" in run.stdout
+    await vmhost.wait_gone("asker")
 
 
 async def _for_a_while(vmhost: VMHost, args: list[str], seconds: float) -> str:

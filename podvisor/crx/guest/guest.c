@@ -309,7 +309,7 @@ void h_hello(uint64_t id, jnode *req, const void *payload, size_t plen)
     }
     sb m = {0};
     sb_printf(&m, "\"version\":%d,\"agentVersion\":\"%s\",\"capabilities\":[\"containers\",\"exec\",\"tty\",\"port-forward\","
-                  "\"logs\",\"stats\",\"files\",\"volumes\"%s],",
+                  "\"logs\",\"stats\",\"files\",\"volumes\",\"attach-stdin\"%s],",
               PV_PROTOCOL_VERSION, PV_AGENT_VERSION, ephemeral_quota ? ",\"volume-quota\"" : "");
     sb_printf(&m, "\"boot\":{\"initStartMs\":%lld,\"modulesMs\":%lld,\"agentReadyMs\":%lld,\"helloMs\":%lld},",
               t_init_start_ms, t_modules_ms, t_agent_ready_ms, now_boottime_ms());

@@ -97,6 +97,7 @@ int stream_reap(pid_t pid, int status);
 void streams_log_data(container *c, const char *data, size_t n);
 void streams_log_end(container *c);
 void streams_attach_data(container *c, int is_err, const char *data, size_t n);
+void container_close_stdin(container *c); /* stdinOnce: end the container's stdin */
 void h_attach(uint64_t id, jnode *req);
 void h_exec(uint64_t id, jnode *req);
 void h_resize(uint64_t id, jnode *req);

@@ -104,6 +104,17 @@ static void on_stream_out(watch *w, short revents)
 
 static void on_stream_in(watch *w, short revents);
 
+static void flush_input_now(stream *s)
+{
+    while (s->inbuf.n) {
+        ssize_t w = write(s->in_fd, s->inbuf.b, s->inbuf.n);
+        if (w <= 0) break;
+        memmove(s->inbuf.b, s->inbuf.b + w, s->inbuf.n - (size_t)w);
+        s->inbuf.n -= (size_t)w;
+    }
+    s->inbuf.n = 0;
+}
+
 static void flush_input(stream *s)
 {
     while (s->inbuf.n) {
@@ -127,12 +138,13 @@ static void flush_input(stream *s)
     if (s->close_in_pending) {
         s->close_in_pending = 0;
         if (s->kind == S_PORT) shutdown(s->in_fd, SHUT_WR);
-        else if (s->tty) { if (write(s->in_fd, "\x04", 1) < 0) { } }
         else if (s->borrowed_in && s->c) {
-            /* stdinOnce: the attached caller closing stdin closes the container's */
-            if (s->c->in_fd == s->in_fd) { close(s->c->in_fd); s->c->in_fd = -1; }
-            s->in_fd = -1;
-        } else { close(s->in_fd); s->in_fd = -1; }
+            /* stdinOnce: the attached caller closing stdin closes the container's; without it the
+             * container's stdin stays open for the next attach and only this session stops writing */
+            if (jgetb(s->c->spec, "stdinOnce", 0)) container_close_stdin(s->c);
+            else { watch_del(&s->win); s->in_fd = -1; }
+        } else if (s->tty) { if (write(s->in_fd, "\x04", 1) < 0) { } }
+        else { close(s->in_fd); s->in_fd = -1; }
     }
 }
 
@@ -158,10 +170,29 @@ void stream_close_input(const char *sid)
     flush_input(s);
 }
 
+/* The container's stdin ends (stdinOnce): a pipe is closed, a terminal gets an end-of-file (^D), and
+ * no attach session writes to it any more. */
+void container_close_stdin(container *c)
+{
+    if (c->in_fd < 0) return;
+    for (stream *s = streams; s; s = s->next) {
+        if (s->kind != S_ATTACH || s->c != c || !s->borrowed_in || s->in_fd < 0) continue;
+        flush_input_now(s);
+        watch_del(&s->win);
+        s->in_fd = -1;
+    }
+    if (c->tty) { if (write(c->in_fd, "\x04", 1) < 0) { } }
+    close(c->in_fd);
+    c->in_fd = -1;
+}
+
 void stream_cancel(const char *sid)
 {
     stream *s = find_stream(sid);
     if (!s) return;
+    /* stdinOnce: the first attach session with stdin ending (the caller went away) ends it too */
+    if (s->kind == S_ATTACH && s->borrowed_in && s->in_fd >= 0 && s->c && jgetb(s->c->spec, "stdinOnce", 0))
+        container_close_stdin(s->c);
     if (s->kind == S_EXEC && s->pid > 0) kill(s->pid, SIGKILL);
     stream_free(s); /* the reap of a cancelled exec finds no stream and is ignored */
 }
@@ -331,7 +362,8 @@ void h_resize(uint64_t id, jnode *req)
 {
     int fd = -1;
     stream *s = find_stream(jgets(req, "stream"));
-    if (s && s->tty) fd = s->out_fd;
+    if (s && s->kind == S_ATTACH) { if (s->c && s->c->tty) fd = s->c->out_fd; }
+    else if (s && s->tty) fd = s->out_fd;
     container *c = s ? NULL : container_find(jgets(req, "containerId"));
     if (c && c->tty) fd = c->out_fd;
     if (fd < 0) { reply_err(id, "NotFound", "no terminal to resize"); return; }
@@ -399,6 +431,10 @@ void h_attach(uint64_t id, jnode *req)
     s->c = c;
     s->tty = c->tty;
     if (jgetb(req, "stdin", 0) && c->in_fd >= 0) { s->in_fd = c->in_fd; s->borrowed_in = 1; }
+    if (c->tty && (jget(req, "rows") || jget(req, "cols"))) {
+        struct winsize ws = {(unsigned short)jgeti(req, "rows", 24), (unsigned short)jgeti(req, "cols", 80), 0, 0};
+        if (c->out_fd >= 0) ioctl(c->out_fd, TIOCSWINSZ, &ws);
+    }
     s->next = streams;
     streams = s;
     reply_ok(id, "");
