@@ -29,45 +29,58 @@ class RuntimeExecTarget:
 
     async def run(self, *, stdin: AsyncIterator[bytes] | None, stdout: OutputStream | None,
                   stderr: OutputStream | None, tty: bool, resize: AsyncIterator[TerminalSize]) -> ExitStatus:
-        first: TerminalSize | None = None
-        if tty:
-            # kubectl sends the terminal size first; start the process with it if it is there already
-            with contextlib.suppress(TimeoutError, StopAsyncIteration):
-                first = await asyncio.wait_for(resize.__anext__(), 0.2)
+        first = await _first_size(tty, resize)
         try:
             proc = await self.runtime.exec(self.sandbox_id, self.container_id, self.command, tty=tty,
                                            stdin=stdin is not None, rows=first.height if first else 24,
                                            cols=first.width if first else 80)
         except RuntimeFailure as exc:
             raise ExecError(str(exc)) from exc
-        pumps = [asyncio.ensure_future(self._resize(proc, resize))]
-        if stdin is not None:
-            pumps.append(asyncio.ensure_future(self._stdin(proc, stdin)))
         try:
-            async for fd, data in proc:
-                out = stderr if fd == 2 and not tty else stdout
-                if out is not None:
-                    await out.write(data)
+            await _relay(proc, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty, resize=resize)
             code = await proc.wait()
             return ExitStatus(code if code is not None else 0)
         except asyncio.CancelledError:
             await proc.cancel()
             raise
-        finally:
-            await cancel_and_wait(pumps)
 
-    @staticmethod
-    async def _stdin(proc: ProcessStream, stdin: AsyncIterator[bytes]) -> None:
-        with contextlib.suppress(RuntimeFailure, ConnectionError):
-            async for chunk in stdin:
-                await proc.write(chunk)
-            await proc.close_input()
 
-    @staticmethod
-    async def _resize(proc: ProcessStream, resize: AsyncIterator[TerminalSize]) -> None:
-        with contextlib.suppress(RuntimeFailure, ConnectionError):
-            async for size in resize:
-                await proc.resize(size.height, size.width)
+async def _first_size(tty: bool, resize: AsyncIterator[TerminalSize]) -> TerminalSize | None:
+    """kubectl sends the terminal size first; start the session with it if it is there already."""
+    if not tty:
+        return None
+    with contextlib.suppress(TimeoutError, StopAsyncIteration):
+        return await asyncio.wait_for(resize.__anext__(), 0.2)
+    return None
+
+
+async def _relay(proc: ProcessStream, *, stdin: AsyncIterator[bytes] | None, stdout: OutputStream | None,
+                 stderr: OutputStream | None, tty: bool, resize: AsyncIterator[TerminalSize]) -> None:
+    """One session's plumbing, shared by exec and attach: stdin and resizes in, output out, until the
+    process's output ends."""
+    pumps = [asyncio.ensure_future(_pump_resize(proc, resize))]
+    if stdin is not None:
+        pumps.append(asyncio.ensure_future(_pump_stdin(proc, stdin)))
+    try:
+        async for fd, data in proc:
+            out = stderr if fd == 2 and not tty else stdout
+            if out is not None:
+                await out.write(data)
+    finally:
+        await cancel_and_wait(pumps)
+
+
+async def _pump_stdin(proc: ProcessStream, stdin: AsyncIterator[bytes]) -> None:
+    with contextlib.suppress(RuntimeFailure, ConnectionError):
+        async for chunk in stdin:
+            await proc.write(chunk)
+        await proc.close_input()
+
+
+async def _pump_resize(proc: ProcessStream, resize: AsyncIterator[TerminalSize]) -> None:
+    with contextlib.suppress(RuntimeFailure, ConnectionError):
+        async for size in resize:
+            await proc.resize(size.height, size.width)
 
 
 class _Reader:
@@ -144,25 +157,15 @@ class RuntimeAttachTarget:
 
     async def run(self, *, stdin: AsyncIterator[bytes] | None, stdout: OutputStream | None,
                   stderr: OutputStream | None, tty: bool, resize: AsyncIterator[TerminalSize]) -> ExitStatus:
-        first: TerminalSize | None = None
-        if tty:
-            with contextlib.suppress(TimeoutError, StopAsyncIteration):
-                first = await asyncio.wait_for(resize.__anext__(), 0.2)
+        first = await _first_size(tty, resize)
         try:
             proc = await self.runtime.attach(self.sandbox_id, self.container_id, stdin=stdin is not None,
                                              rows=first.height if first else None,
                                              cols=first.width if first else None)
         except RuntimeFailure as exc:
             raise ExecError(str(exc)) from exc
-        pumps = [asyncio.ensure_future(RuntimeExecTarget._resize(proc, resize))]
-        if stdin is not None:
-            pumps.append(asyncio.ensure_future(RuntimeExecTarget._stdin(proc, stdin)))
         try:
-            async for fd, data in proc:
-                out = stderr if fd == 2 and not tty else stdout
-                if out is not None:
-                    await out.write(data)
+            await _relay(proc, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty, resize=resize)
             return ExitStatus(0)
         finally:
-            await cancel_and_wait(pumps)
             await proc.cancel()
