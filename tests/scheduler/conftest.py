@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from podvisor.client import APIClient, NotFound, load_kubeconfig
 from podvisor.scheduler import Scheduler
 from podvisor.scheduler.scheduler import NAMESPACES, NODES, PODS
 from tests.e2e.cluster import free_port
+from tests.waiting import eventually
 
 _counter = itertools.count(1)
 
@@ -133,14 +133,7 @@ class Env:
         return await self.client.get(PODS, name, self.namespace)
 
     async def wait_for(self, what: str, check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
-        deadline = time.monotonic() + within
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = await check()
-            if last:
-                return last
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+        return await eventually(what, check, within)
 
     async def wait_bound(self, name: str, within: float = 20.0) -> str:
         async def check() -> str:

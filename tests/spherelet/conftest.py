@@ -31,6 +31,7 @@ from tests.registry.harness import RunningRegistry, start_registry
 from tests.scheduler.conftest import ControlPlane
 from tests.spherelet.fakeclock import FakeClock
 from tests.spherelet.fakeruntime import FakeRuntime
+from tests.waiting import eventually
 
 NAMESPACES = Res("", "v1", "namespaces", namespaced=False, kind="Namespace")
 NODES = Res("", "v1", "nodes", namespaced=False, kind="Node")
@@ -114,14 +115,7 @@ class Host:
         return await self.client.get(PODS, name, self.namespace)
 
     async def wait_for(self, what: str, check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
-        deadline = time.monotonic() + within
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = await check()
-            if last:
-                return last
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+        return await eventually(what, check, within)
 
     async def wait_pod(self, name: str, predicate: Callable[[dict[str, Any]], Any], what: str = "",
                        within: float = 20.0) -> dict[str, Any]:
